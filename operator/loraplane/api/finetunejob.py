@@ -1,0 +1,347 @@
+"""`FineTuneJob` (short name `ftj`): one immutable training run that yields one adapter version."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field
+
+from loraplane.api.common import (
+    DNS_LABEL_PATTERN,
+    Conditions,
+    CrdInfo,
+    K8sModel,
+    ModelSource,
+    PodResources,
+    PrinterColumn,
+    cel,
+    immutable,
+)
+
+DATASET_URI_PATTERN = (
+    r"^(hf|modelscope)://[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?(/.*)?$"
+    r"|^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/.+$"
+    r"|^configmap://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[-._a-zA-Z0-9]+$"
+    r"|^file:///.+$"
+    r"|^builtin://[a-z0-9-]+$"
+)
+DATASET_URI_HELP = (
+    "one of hf://ORG/NAME[@REVISION][/FILE], modelscope://ORG/NAME[@REVISION][/FILE], pvc://CLAIM/PATH, "
+    "configmap://NAME/KEY, file:///PATH or builtin://NAME (demo data shipped with Loraplane)"
+)
+
+BuiltinTemplate = Literal[
+    "finance-analyst-zh",
+    "finance-analyst-en",
+    "medical-zh",
+    "medical-en",
+    "legal-zh",
+    "legal-en",
+]
+
+
+class PromptTemplate(K8sModel):
+    """The instruction wrapped around every example: a built-in industry template or an inline one."""
+
+    builtin: Annotated[
+        BuiltinTemplate | None,
+        Field(description="A built-in industry template (e.g. finance-analyst-zh: 你作为资深金融分析师…)."),
+    ] = None
+    inline: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=8192,
+            description="An inline system prompt; {instruction} and {input} are replaced per example.",
+        ),
+    ] = None
+
+
+class DatasetSpec(K8sModel):
+    """Domain training data."""
+
+    uri: Annotated[
+        str,
+        Field(
+            pattern=DATASET_URI_PATTERN,
+            max_length=1024,
+            description="Training data (JSON or JSONL): " + DATASET_URI_HELP + ".",
+        ),
+    ]
+    format: Annotated[
+        Literal["Auto", "InputOutput", "Alpaca", "Chat"],
+        Field(
+            description="Record format: InputOutput ({input, output}), Alpaca ({instruction, input, output}), "
+            "Chat ({messages: [{role, content}]}) or Auto (detected from the first record)."
+        ),
+    ] = "Auto"
+    template: Annotated[
+        PromptTemplate | None,
+        Field(
+            description="Prompt template; exactly one of builtin or inline.",
+            json_schema_extra={
+                "x-kubernetes-validations": [
+                    cel(
+                        "has(self.builtin) != has(self.inline)",
+                        "set exactly one of template.builtin or template.inline",
+                    )
+                ]
+            },
+        ),
+    ] = None
+    general_mix_ratio: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=0.9,
+            description="Share of general instruction data mixed in against forgetting (0.1 = 10%).",
+        ),
+    ] = 0.0
+    validation_split: Annotated[
+        float, Field(ge=0, le=0.5, description="Share of the data held out for validation and evaluation.")
+    ] = 0.1
+    max_samples: Annotated[int | None, Field(ge=1, description="Use at most this many training records.")] = None
+
+
+class LoraSpec(K8sModel):
+    """LoRA adapter shape. Only what vLLM can serve is accepted."""
+
+    r: Annotated[
+        int, Field(ge=1, le=256, description="LoRA rank (1-256); must not exceed the server's maxLoraRank.")
+    ] = 8
+    alpha: Annotated[float, Field(gt=0, le=4096, description="LoRA alpha (scaling = alpha / r), > 0.")] = 16
+    dropout: Annotated[float, Field(ge=0, lt=1, description="Dropout on the LoRA path, in [0, 1).")] = 0.05
+    target_modules: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=128)]] | None,
+        Field(
+            min_length=1,
+            max_length=64,
+            description="Modules to adapt. Omit for the architecture's default (q_proj/v_proj for "
+            "Qwen2/Llama/Mistral, c_attn for Qwen-7B v1); [all-linear] adapts every linear layer.",
+        ),
+    ] = None
+    bias: Annotated[
+        Literal["none", "all", "lora_only"],
+        Field(description="Which biases to train. vLLM serves only 'none'."),
+    ] = "none"
+    use_dora: Annotated[bool, Field(description="DoRA. vLLM cannot serve DoRA adapters; must stay false.")] = False
+    modules_to_save: Annotated[
+        list[Annotated[str, Field(max_length=128)]] | None,
+        Field(max_length=16, description="Extra fully-trained modules. vLLM cannot serve them; must stay empty."),
+    ] = None
+
+
+class TrainingSpec(K8sModel):
+    """Optimisation settings (Hugging Face Trainer vocabulary)."""
+
+    epochs: Annotated[int, Field(ge=1, le=1000, description="Passes over the training data, >= 1.")] = 3
+    max_steps: Annotated[
+        int | None, Field(ge=1, description="Stop after this many optimizer steps (overrides epochs).")
+    ] = None
+    batch_size: Annotated[int, Field(ge=1, le=4096, description="Examples per device per step, >= 1.")] = 8
+    gradient_accumulation_steps: Annotated[int, Field(ge=1, le=1024, description="Steps to accumulate, >= 1.")] = 1
+    learning_rate: Annotated[float, Field(gt=0, le=1, description="Peak learning rate, > 0.")] = 2e-4
+    max_seq_length: Annotated[
+        int,
+        Field(
+            ge=16,
+            le=131072,
+            description="Tokens per example after the template (16-131072); longer ones are truncated and counted.",
+        ),
+    ] = 1024
+    optimizer: Annotated[
+        Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "adafactor", "sgd"],
+        Field(description="Optimizer name as in transformers TrainingArguments.optim."),
+    ] = "adamw_torch"
+    lr_scheduler: Annotated[
+        Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"],
+        Field(description="Learning-rate schedule."),
+    ] = "cosine"
+    warmup_ratio: Annotated[float, Field(ge=0, le=0.5, description="Share of steps used for warm-up.")] = 0.03
+    weight_decay: Annotated[float, Field(ge=0, le=1, description="AdamW weight decay.")] = 0.0
+    precision: Annotated[
+        Literal["auto", "bf16", "fp16", "fp32"],
+        Field(description="Compute precision; auto picks bf16 where the GPU supports it, fp32 on CPU."),
+    ] = "auto"
+    packing: Annotated[bool, Field(description="Pack short examples into full sequences instead of padding.")] = True
+    gradient_checkpointing: Annotated[bool, Field(description="Trade compute for memory.")] = False
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1, description="Random seed.")] = 42
+    checkpoint_steps: Annotated[
+        int, Field(ge=1, le=1_000_000, description="Save a resumable checkpoint every N optimizer steps.")
+    ] = 200
+
+
+class TrainingResources(PodResources):
+    """Resources of the training pods."""
+
+    nodes: Annotated[int, Field(ge=1, le=64, description="Training nodes (pods); > 1 runs multi-node torchrun.")] = 1
+    queue_name: Annotated[
+        str | None,
+        Field(
+            pattern=DNS_LABEL_PATTERN,
+            max_length=63,
+            description="Kueue LocalQueue (kueue.x-k8s.io/queue-name).",
+        ),
+    ] = None
+
+
+class EvaluationGate(K8sModel):
+    """When the adapter counts as good enough to serve."""
+
+    min_score: Annotated[
+        float | None, Field(ge=0, le=1, description="Adapter task score must be at least this (0-1).")
+    ] = None
+    min_improvement_over_base: Annotated[
+        float | None, Field(ge=-1, le=1, description="Adapter score minus base score must be at least this.")
+    ] = None
+
+
+class EvaluationSpec(K8sModel):
+    """Held-out evaluation of the base model and the adapter side by side."""
+
+    held_out_uri: Annotated[
+        str | None,
+        Field(
+            pattern=DATASET_URI_PATTERN,
+            max_length=1024,
+            description="Separate held-out data; default: the validation split.",
+        ),
+    ] = None
+    metric: Annotated[
+        Literal["ExactMatch", "Contains", "RougeL"],
+        Field(description="Task metric on generated answers (loss/perplexity are always reported)."),
+    ] = "Contains"
+    max_samples: Annotated[int, Field(ge=1, le=100000, description="Evaluate at most this many examples.")] = 200
+    gate: Annotated[EvaluationGate | None, Field(description="Pass/fail rule; without a gate every run passes.")] = None
+
+
+class OutputSpec(K8sModel):
+    """Where the adapter is stored."""
+
+    storage_claim: Annotated[
+        str | None,
+        Field(
+            pattern=DNS_LABEL_PATTERN,
+            max_length=253,
+            description="Existing PersistentVolumeClaim for the adapter store; default: one the operator creates.",
+        ),
+    ] = None
+    merge: Annotated[bool, Field(description="Also write a merged full model (merge_and_unload).")] = False
+
+
+class FineTuneJobSpec(K8sModel):
+    """Desired state of a FineTuneJob."""
+
+    base_model: Annotated[
+        ModelSource, Field(description="The base model.", json_schema_extra=immutable("spec.baseModel"))
+    ]
+    dataset: Annotated[
+        DatasetSpec, Field(description="Domain training data.", json_schema_extra=immutable("spec.dataset"))
+    ]
+    lora: Annotated[
+        LoraSpec,
+        Field(
+            description="LoRA adapter shape (rank, alpha, dropout, target modules); "
+            "only what vLLM can serve is accepted.",
+            json_schema_extra=immutable("spec.lora"),
+        ),
+    ] = LoraSpec()
+    training: Annotated[
+        TrainingSpec, Field(description="Training settings.", json_schema_extra=immutable("spec.training"))
+    ] = TrainingSpec()
+    resources: Annotated[TrainingResources, Field(description="Resources and placement of the training pods.")] = (
+        TrainingResources()
+    )
+    evaluation: Annotated[EvaluationSpec, Field(description="Evaluation and promotion gate.")] = EvaluationSpec()
+    output: Annotated[OutputSpec, Field(description="Adapter storage.")] = OutputSpec()
+    suspend: Annotated[bool, Field(description="Pause the run (the training Job is suspended, progress kept).")] = False
+    retention_policy: Annotated[
+        Literal["Retain", "Delete"],
+        Field(description="What happens to the adapter artifact when the FineTuneJob is deleted."),
+    ] = "Retain"
+
+
+Phase = Literal["Pending", "Downloading", "Training", "Evaluating", "Succeeded", "Failed"]
+
+
+class Progress(K8sModel):
+    """Training progress, updated while the trainer runs."""
+
+    step: Annotated[int, Field(ge=0)] = 0
+    total_steps: Annotated[int, Field(ge=0)] = 0
+    epoch: float = 0.0
+    loss: float | None = None
+    learning_rate: float | None = None
+    tokens_per_second: float | None = None
+    eta_seconds: Annotated[int | None, Field(ge=0)] = None
+    summary: Annotated[str, Field(max_length=64, description="step/total (percent), for kubectl get.")] = ""
+
+
+class AdapterArtifact(K8sModel):
+    """The adapter this run produced."""
+
+    uri: str
+    sha256: Annotated[str, Field(max_length=64, description="Digest over the adapter's files (see result.json).")]
+    size_bytes: Annotated[int, Field(ge=0)] = 0
+    trainable_params: Annotated[int, Field(ge=0)] = 0
+    base_model: str = ""
+    base_model_revision: str = ""
+
+
+class EvaluationResult(K8sModel):
+    """Base vs adapter on the held-out set."""
+
+    metric: str
+    base_score: float
+    adapter_score: float
+    base_loss: float | None = None
+    adapter_loss: float | None = None
+    passed: bool
+
+
+class FineTuneJobStatus(K8sModel):
+    """Observed state of a FineTuneJob."""
+
+    phase: Annotated[Phase | None, Field(description="Summary for humans; conditions are authoritative.")] = None
+    observed_generation: Annotated[int | None, Field(ge=0)] = None
+    conditions: Conditions = Field(default_factory=list)
+    progress: Progress | None = None
+    adapter: AdapterArtifact | None = None
+    evaluation: EvaluationResult | None = None
+    job_name: str | None = None
+    start_time: Annotated[str | None, Field(json_schema_extra={"format": "date-time"})] = None
+    completion_time: Annotated[str | None, Field(json_schema_extra={"format": "date-time"})] = None
+
+
+class FineTuneJob(K8sModel):
+    """One immutable training run that yields one adapter version."""
+
+    CRD: ClassVar[CrdInfo] = CrdInfo(
+        kind="FineTuneJob",
+        plural="finetunejobs",
+        singular="finetunejob",
+        short_names=["ftj"],
+        description="FineTuneJob is one immutable LoRA training run of a base model on domain data; "
+        "it yields one evaluated, checksummed adapter version.",
+        printer_columns=[
+            PrinterColumn(name="Phase", type="string", json_path=".status.phase"),
+            PrinterColumn(name="Progress", type="string", json_path=".status.progress.summary"),
+            PrinterColumn(name="Loss", type="number", json_path=".status.progress.loss"),
+            PrinterColumn(name="Adapter", type="string", json_path=".status.adapter.uri"),
+            PrinterColumn(name="Base", type="string", json_path=".spec.baseModel.uri", priority=1),
+            PrinterColumn(name="Age", type="date", json_path=".metadata.creationTimestamp"),
+        ],
+        root_rules=[
+            cel(
+                "size(self.metadata.name) <= 52",
+                "metadata.name must be at most 52 characters "
+                "(the training Job and its pods derive their names from it)",
+            )
+        ],
+    )
+
+    api_version: str = "loraplane.io/v1alpha1"
+    kind: str = "FineTuneJob"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: FineTuneJobSpec
+    status: FineTuneJobStatus | None = None

@@ -1,0 +1,216 @@
+"""`ModelServer` (short name `ms`): a vLLM deployment of one base model and the adapters it serves."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field
+
+from loraplane.api.common import (
+    DNS_LABEL_PATTERN,
+    Conditions,
+    CrdInfo,
+    K8sModel,
+    ModelSource,
+    PodResources,
+    PrinterColumn,
+    cel,
+)
+
+PUBLIC_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$"
+ADAPTER_URI_PATTERN = (
+    r"^(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/.+|file:///.+|(hf|modelscope)://[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?)$"
+)
+
+
+class LabelSelector(K8sModel):
+    """Select FineTuneJobs by label."""
+
+    match_labels: Annotated[
+        dict[str, str], Field(min_length=1, max_length=16, description="Labels the FineTuneJob must carry.")
+    ]
+
+
+class AdapterSource(K8sModel):
+    """Where one version of an adapter comes from; exactly one of fineTuneJob, uri or selector."""
+
+    fine_tune_job: Annotated[
+        str | None,
+        Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="A named FineTuneJob (pins that version)."),
+    ] = None
+    uri: Annotated[
+        str | None,
+        Field(
+            pattern=ADAPTER_URI_PATTERN,
+            max_length=1024,
+            description="An adapter artifact (PEFT directory with result.json).",
+        ),
+    ] = None
+    selector: Annotated[
+        LabelSelector | None,
+        Field(description="The newest FineTuneJob with these labels that succeeded and passed its evaluation gate."),
+    ] = None
+    namespace: Annotated[
+        str | None,
+        Field(
+            pattern=DNS_LABEL_PATTERN,
+            max_length=63,
+            description="Namespace of the FineTuneJob; default the ModelServer's own "
+            "(others must be allowed in spec.allowedNamespaces).",
+        ),
+    ] = None
+
+
+SOURCE_RULE = cel(
+    "(has(self.fineTuneJob) ? 1 : 0) + (has(self.uri) ? 1 : 0) + (has(self.selector) ? 1 : 0) == 1",
+    "set exactly one of fineTuneJob, uri or selector",
+)
+
+
+class Canary(K8sModel):
+    """A second version that receives a share of the traffic."""
+
+    source: Annotated[
+        AdapterSource,
+        Field(description="The canary version.", json_schema_extra={"x-kubernetes-validations": [SOURCE_RULE]}),
+    ]
+    weight: Annotated[int, Field(ge=0, le=100, description="Percent of requests sent to the canary (0-100).")]
+
+
+class ServedAdapter(K8sModel):
+    """One public adapter name and the version(s) behind it."""
+
+    name: Annotated[
+        str,
+        Field(
+            pattern=PUBLIC_NAME_PATTERN,
+            max_length=63,
+            description="Stable public model name clients ask for, e.g. medical.",
+        ),
+    ]
+    source: Annotated[
+        AdapterSource,
+        Field(description="The stable version.", json_schema_extra={"x-kubernetes-validations": [SOURCE_RULE]}),
+    ]
+    canary: Annotated[Canary | None, Field(description="Optional canary version and its traffic weight.")] = None
+
+
+class VllmSpec(K8sModel):
+    """vLLM server settings."""
+
+    image: Annotated[str, Field(min_length=1, max_length=512, description="vLLM OpenAI-server image.")] = (
+        "vllm/vllm-openai:v0.11.0"
+    )
+    max_loras: Annotated[
+        int, Field(ge=1, le=256, description="Adapters resident on the GPU at once (--max-loras).")
+    ] = 4
+    max_lora_rank: Annotated[
+        Literal[8, 16, 32, 64, 128, 256],
+        Field(description="Largest adapter rank the server accepts (--max-lora-rank)."),
+    ] = 16
+    max_cpu_loras: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=1024,
+            description="Adapters cached in host memory (--max-cpu-loras); default max(maxLoras, adapters).",
+        ),
+    ] = None
+    max_model_len: Annotated[int | None, Field(ge=16, le=1048576, description="Context length (--max-model-len).")] = (
+        None
+    )
+    dtype: Annotated[
+        Literal["auto", "bfloat16", "float16", "float32"], Field(description="Weights dtype (--dtype).")
+    ] = "auto"
+    gpu_memory_utilization: Annotated[
+        float,
+        Field(gt=0, le=1, description="Share of accelerator memory vLLM may use (--gpu-memory-utilization)."),
+    ] = 0.9
+    extra_args: Annotated[
+        list[Annotated[str, Field(max_length=256)]] | None,
+        Field(max_length=32, description="Extra vLLM arguments."),
+    ] = None
+
+
+class ModelServerSpec(K8sModel):
+    """Desired state of a ModelServer."""
+
+    base_model: Annotated[ModelSource, Field(description="The base model every adapter was trained on.")]
+    replicas: Annotated[int, Field(ge=0, le=64, description="vLLM replicas.")] = 1
+    resources: Annotated[PodResources, Field(description="Resources of each vLLM pod.")] = PodResources()
+    vllm: Annotated[VllmSpec, Field(description="vLLM limits and settings.")] = VllmSpec()
+    adapters: Annotated[
+        list[ServedAdapter],
+        Field(
+            max_length=64,
+            description="Adapters to serve, each under a stable public name.",
+            json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        ),
+    ] = Field(default_factory=list)
+    allowed_namespaces: Annotated[
+        list[Annotated[str, Field(pattern=DNS_LABEL_PATTERN, max_length=63)]] | None,
+        Field(max_length=64, description="Other namespaces whose FineTuneJobs this server may serve."),
+    ] = None
+
+
+class ResolvedAdapter(K8sModel):
+    """The concrete version behind a public name."""
+
+    name: str
+    fine_tune_job: str | None = None
+    uri: str = ""
+    sha256: str = ""
+    canary_fine_tune_job: str | None = None
+    canary_uri: str | None = None
+    canary_weight: int | None = None
+
+
+class ReplicaAdapters(K8sModel):
+    """Adapters loaded on one replica."""
+
+    pod: str
+    loaded: list[str] = Field(default_factory=list)
+
+
+class ModelServerStatus(K8sModel):
+    """Observed state of a ModelServer."""
+
+    observed_generation: Annotated[int | None, Field(ge=0)] = None
+    conditions: Conditions = Field(default_factory=list)
+    replicas: Annotated[int, Field(ge=0)] = 0
+    ready_replicas: Annotated[int, Field(ge=0)] = 0
+    adapters: list[ResolvedAdapter] = Field(default_factory=list)
+    replica_adapters: list[ReplicaAdapters] = Field(default_factory=list)
+    adapter_summary: Annotated[str, Field(max_length=1024, description="name=version list, for kubectl get.")] = ""
+
+
+class ModelServer(K8sModel):
+    """A vLLM deployment of one base model and the LoRA adapters it serves."""
+
+    CRD: ClassVar[CrdInfo] = CrdInfo(
+        kind="ModelServer",
+        plural="modelservers",
+        singular="modelserver",
+        short_names=["ms"],
+        description="ModelServer is a vLLM deployment of one base model serving many LoRA adapters behind one "
+        "OpenAI-compatible endpoint.",
+        printer_columns=[
+            PrinterColumn(name="Ready", type="integer", json_path=".status.readyReplicas"),
+            PrinterColumn(name="Replicas", type="integer", json_path=".spec.replicas"),
+            PrinterColumn(name="Adapters", type="string", json_path=".status.adapterSummary"),
+            PrinterColumn(name="Base", type="string", json_path=".spec.baseModel.uri", priority=1),
+            PrinterColumn(name="Age", type="date", json_path=".metadata.creationTimestamp"),
+        ],
+        root_rules=[
+            cel(
+                "size(self.metadata.name) <= 47",
+                "metadata.name must be at most 47 characters (the Deployment and its pods derive their names from it)",
+            )
+        ],
+    )
+
+    api_version: str = "loraplane.io/v1alpha1"
+    kind: str = "ModelServer"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: ModelServerSpec
+    status: ModelServerStatus | None = None

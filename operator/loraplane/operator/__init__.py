@@ -1,0 +1,1 @@
+"""The Loraplane operator (kopf): FineTuneJob and ModelServer controllers."""

@@ -1,0 +1,3 @@
+from loraplane.operator.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The request path: OpenAI-compatible router, vLLM launch configuration, adapter manager."""

@@ -1,0 +1,198 @@
+"""Test harness: a real control plane (hack/cluster.sh) and the operator as a real process.
+
+Set LORAPLANE_TEST_KUBECONFIG to run the same tests against any cluster you already have (the CRDs
+and RBAC are applied to it); otherwise a control plane built from Go modules is started on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_port_base(span: int = 8) -> int:
+    """A port p such that p..p+span-1 are all free on loopback right now."""
+    for _ in range(200):
+        base = 20000 + secrets.randbelow(20000)
+        try:
+            for port in range(base, base + span):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free port range on loopback")
+
+
+def poll(what: str, check: Callable[[], Any], timeout: float = 60, interval: float = 0.25) -> Any:
+    """Call `check` until it returns something truthy; fail with `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last value: {last!r})")
+
+
+@dataclass
+class Cluster:
+    kubeconfig: Path
+    bin_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [str(self.bin_dir / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.env,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}")
+        return proc
+
+    def get(self, *args: str) -> dict[str, Any]:
+        return dict(yaml.safe_load(self.kubectl("get", "-o", "yaml", *args).stdout))
+
+    def apply(
+        self, manifest: dict[str, Any] | str, *extra: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        text = manifest if isinstance(manifest, str) else yaml.safe_dump(manifest)
+        return self.kubectl("apply", "-f", "-", *extra, input=text, check=check)
+
+
+def build_bin_dir() -> Path:
+    proc = subprocess.run([str(REPO / "hack/build-control-plane.sh")], capture_output=True, text=True, timeout=3600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"building the control plane failed:\n{proc.stderr[-4000:]}")
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+def start_cluster(state_dir: Path) -> tuple[Cluster, Callable[[], None]]:
+    """Start (or attach to) a cluster; returns it and a function that stops it."""
+    bin_dir = build_bin_dir()
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    external = os.environ.get("LORAPLANE_TEST_KUBECONFIG")
+    if external:
+        return Cluster(Path(external), bin_dir, env), lambda: None
+    env.update(LORAPLANE_CLUSTER_DIR=str(state_dir), LORAPLANE_CLUSTER_PORT_BASE=str(free_port_base()))
+    script = str(REPO / "hack/cluster.sh")
+    proc = subprocess.run([script, "up"], capture_output=True, text=True, timeout=900, env=env)
+    if proc.returncode != 0:
+        subprocess.run([script, "down"], capture_output=True, timeout=120, env=env)
+        raise RuntimeError(
+            f"the control plane did not start (hack/cluster.sh up exited {proc.returncode}):\n{proc.stderr[-6000:]}"
+        )
+    kubeconfig = Path(proc.stdout.strip().splitlines()[-1])
+
+    def stop() -> None:
+        subprocess.run([script, "down"], capture_output=True, timeout=120, env=env)
+
+    return Cluster(kubeconfig, bin_dir, env), stop
+
+
+def service_account_kubeconfig(cluster: Cluster, namespace: str, name: str, out: Path) -> Path:
+    """A kubeconfig that authenticates as a ServiceAccount (so tests exercise the shipped RBAC)."""
+    token = cluster.kubectl("create", "token", name, "-n", namespace, "--duration", "6h").stdout.strip()
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    ctx = admin["contexts"][0]["context"]
+    cl = next(c for c in admin["clusters"] if c["name"] == ctx["cluster"])
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cl],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": cl["name"], "user": name}}],
+        "current-context": name,
+    }
+    # Relative certificate paths in the admin kubeconfig are relative to its own folder.
+    ca = cl["cluster"].get("certificate-authority")
+    if ca and not os.path.isabs(ca):
+        cl["cluster"]["certificate-authority"] = str(cluster.kubeconfig.parent / ca)
+    out.write_text(yaml.safe_dump(config))
+    return out
+
+
+class OperatorProcess:
+    """`python -m loraplane.operator` against the test cluster, started, killed and restarted at will."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = free_port()
+        self.starts = 0
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "LORAPLANE_OPERATOR_LIVENESS_HOST": "127.0.0.1",
+            "LORAPLANE_OPERATOR_LIVENESS_PORT": str(self.port),
+            **self.extra_env,
+        }
+        self.starts += 1
+        log = self.log_path.open("ab")
+        log.write(f"\n===== operator start #{self.starts} =====\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "loraplane.operator"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+        )
+        poll("the operator's liveness endpoint", self._alive, timeout=90)
+
+    def _alive(self) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            raise AssertionError(f"the operator exited early; log:\n{self.log()[-4000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """kill -9: no chance to clean up, as when a node dies."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

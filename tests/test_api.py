@@ -1,0 +1,143 @@
+"""Unit tests: the pydantic models, servability rules and admission validation (no cluster)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from loraplane.api import FineTuneJob, FineTuneJobSpec, ModelServer
+from loraplane.api.lora_rules import default_target_modules, known_model
+from loraplane.operator.validation import finetunejob_problems, modelserver_problems
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def base_spec(**overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "baseModel": {"uri": "hf://Qwen/Qwen2.5-7B-Instruct@main"},
+        "dataset": {"uri": "pvc://data/medical.jsonl"},
+    }
+    spec.update(overrides)
+    return spec
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_examples_parse_and_are_valid(path: Path) -> None:
+    doc = yaml.safe_load(path.read_text())
+    model = {"FineTuneJob": FineTuneJob, "ModelServer": ModelServer}[doc["kind"]]
+    obj = model.model_validate(doc)
+    problems = finetunejob_problems(doc["spec"]) if doc["kind"] == "FineTuneJob" else modelserver_problems(doc["spec"])
+    assert problems == [], problems
+    assert obj.spec.to_k8s()["baseModel"]["uri"] == doc["spec"]["baseModel"]["uri"]
+
+
+def test_seed_medical_settings_are_expressible() -> None:
+    job = FineTuneJob.model_validate(yaml.safe_load((EXAMPLES / "finetunejob-medical.yaml").read_text()))
+    t, lora = job.spec.training, job.spec.lora
+    assert (lora.r, lora.alpha, lora.dropout, lora.target_modules) == (8, 32, 0.05, ["q_proj", "v_proj"])
+    assert (t.batch_size, t.learning_rate, t.epochs, t.max_seq_length) == (12, 2e-5, 5, 1024)
+    assert (t.optimizer, t.lr_scheduler, t.gradient_accumulation_steps) == ("adamw_torch", "cosine", 4)
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"lora": {"r": 0}}, "lora.r"),
+        ({"lora": {"r": 512}}, "lora.r"),
+        ({"lora": {"alpha": 0}}, "lora.alpha"),
+        ({"lora": {"dropout": 1.0}}, "lora.dropout"),
+        ({"training": {"learningRate": -1e-4}}, "training.learningRate"),
+        ({"training": {"epochs": 0}}, "training.epochs"),
+        ({"training": {"batchSize": 0}}, "training.batchSize"),
+        ({"training": {"maxSeqLength": 8}}, "training.maxSeqLength"),
+        ({"training": {"optimizer": "adam"}}, "training.optimizer"),
+        ({"baseModel": {"uri": "s3://bucket/model"}}, "baseModel.uri"),
+        ({"baseModel": {"uri": "hf://just-a-name"}}, "baseModel.uri"),
+        ({"dataset": {"uri": "ftp://x/y"}}, "dataset.uri"),
+        ({"lora": {"rank": 8}}, "lora.rank"),
+    ],
+)
+def test_model_rejects_bad_fields_naming_them(patch: dict[str, Any], field: str) -> None:
+    spec = base_spec()
+    for key, value in patch.items():
+        spec[key] = {**spec.get(key, {}), **value}
+    with pytest.raises(ValidationError) as info:
+        FineTuneJobSpec.model_validate(spec)
+    locs = [".".join(str(p) for p in e["loc"]) for e in info.value.errors()]
+    assert any(loc.startswith(field) for loc in locs), locs
+    problems = finetunejob_problems(spec)
+    assert any(p.field.startswith(f"spec.{field}") for p in problems), problems
+
+
+def test_defaults_fill_in() -> None:
+    spec = FineTuneJobSpec.model_validate(base_spec())
+    assert spec.lora.r == 8 and spec.lora.target_modules is None and spec.training.packing is True
+    assert spec.to_k8s()["lora"]["bias"] == "none"
+
+
+@pytest.mark.parametrize(
+    ("patch", "field", "words"),
+    [
+        ({"lora": {"useDora": True}}, "spec.lora.useDora", "DoRA"),
+        ({"lora": {"bias": "all"}}, "spec.lora.bias", "none"),
+        ({"lora": {"modulesToSave": ["lm_head"]}}, "spec.lora.modulesToSave", "modules_to_save"),
+        ({"training": {"precision": "bf16"}}, "spec.training.precision", "GPU"),
+        (
+            {
+                "evaluation": {"gate": {"minScore": 0.5}},
+                "dataset": {"uri": "pvc://d/x", "validationSplit": 0},
+            },
+            "spec.evaluation.gate",
+            "held-out",
+        ),
+        (
+            {"baseModel": {"uri": "file:///models/m", "tokenSecretRef": {"name": "hub"}}},
+            "spec.baseModel.tokenSecretRef",
+            "hf://",
+        ),
+        (
+            {
+                "baseModel": {"uri": "modelscope://qwen/Qwen-7B-Chat@v1.0.4", "trustRemoteCode": True},
+                "lora": {"targetModules": ["q_proj", "v_proj"]},
+            },
+            "spec.lora.targetModules",
+            "c_attn",
+        ),
+        (
+            {"baseModel": {"uri": "modelscope://qwen/Qwen-7B@v1.0.4"}},
+            "spec.baseModel.trustRemoteCode",
+            "trustRemoteCode",
+        ),
+    ],
+)
+def test_operator_validation_names_field(patch: dict[str, Any], field: str, words: str) -> None:
+    spec = base_spec()
+    for key, value in patch.items():
+        spec[key] = {**spec.get(key, {}), **value}
+    problems = finetunejob_problems(spec)
+    assert [p.field for p in problems] == [field], problems
+    assert words in problems[0].message
+
+
+def test_known_models_and_defaults() -> None:
+    qwen1 = known_model("modelscope://qwen/Qwen-7B@v1.0.4")
+    assert qwen1 is not None and qwen1.family == "qwen" and qwen1.needs_remote_code
+    qwen25 = known_model("hf://Qwen/Qwen2.5-7B-Instruct")
+    assert qwen25 is not None and qwen25.family == "qwen2" and not qwen25.needs_remote_code
+    assert known_model("pvc://models/x") is None
+    assert default_target_modules("qwen") == ["c_attn"]
+    assert default_target_modules("llama") == ["q_proj", "v_proj"]
+
+
+def test_modelserver_cross_namespace_needs_allow() -> None:
+    spec = {
+        "baseModel": {"uri": "hf://Qwen/Qwen2.5-7B-Instruct"},
+        "adapters": [{"name": "medical", "source": {"fineTuneJob": "m1", "namespace": "other"}}],
+    }
+    problems = modelserver_problems(spec)
+    assert [p.field for p in problems] == ["spec.adapters[0].source.namespace"]
+    assert modelserver_problems({**spec, "allowedNamespaces": ["other"]}) == []
