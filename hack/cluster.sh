@@ -27,10 +27,11 @@ PORT_BASE="${LORAPLANE_CLUSTER_PORT_BASE:-16443}"
 TIMEOUT="${LORAPLANE_CLUSTER_TIMEOUT:-180}"
 STOP_TIMEOUT="${LORAPLANE_CLUSTER_STOP_TIMEOUT:-15}"
 
-[[ "$PORT_BASE" =~ ^[0-9]+$ ]] && (( PORT_BASE >= 1024 && PORT_BASE <= 65530 )) \
-  || { echo "cluster: LORAPLANE_CLUSTER_PORT_BASE must be a number in 1024..65530" >&2; exit 2; }
-mkdir -p "$DIR"
-DIR="$(cd "$DIR" && pwd)"   # absolute: it is matched against /proc/<pid>/cmdline
+if ! [[ "$PORT_BASE" =~ ^[0-9]+$ ]] || ((PORT_BASE < 1024 || PORT_BASE > 65530)); then
+  echo "cluster: LORAPLANE_CLUSTER_PORT_BASE must be a number in 1024..65530" >&2; exit 2
+fi
+# absolute: it is matched against /proc/<pid>/cmdline
+if [[ -d "$DIR" ]]; then DIR="$(cd "$DIR" && pwd)"; elif [[ "$DIR" != /* ]]; then DIR="$PWD/$DIR"; fi
 PKI="$DIR/pki"; LOGS="$DIR/logs"; PIDS="$DIR/pids"; CONF="$DIR/config"
 KUBECONFIG_FILE="$DIR/kubeconfig"
 
@@ -55,7 +56,7 @@ pid_of() { local f="$PIDS/$1.pid"; [[ -s "$f" ]] && cat "$f" || true; }
 alive() {
   local pid; pid="$(pid_of "$1")"
   [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$DIR"
+  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$DIR/"
 }
 
 port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
@@ -71,8 +72,9 @@ start() {
   # setsid: own session, so the component survives the caller (and its Ctrl-C); the child writes
   # its own pid before exec'ing the binary, so the pid file always names the real process.
   # stdin/stdout/stderr are detached from the caller (a pytest fixture capturing output must not hang).
+  # shellcheck disable=SC2016  # $$ and $@ are for the inner sh
   setsid sh -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$PIDS/$name.pid" "$@" \
-    </dev/null >>"$LOGS/$name.log" 2>&1 &
+    </dev/null >>"$LOGS/$name.log" 2>&1 9>&- &
   STARTED+=("$name")
   local i
   for ((i = 0; i < 100; i++)); do [[ -s "$PIDS/$name.pid" ]] && return 0; sleep 0.05; done
@@ -114,6 +116,12 @@ stop_ordered() {
     for name in $group; do [[ " $* " == *" $name "* ]] && sel+=("$name"); done
     ((${#sel[@]} == 0)) || stop_group "$STOP_TIMEOUT" "${sel[@]}"
   done
+}
+
+# One up/down at a time per state dir (fd 9 is closed in every component, see start()).
+lock() {
+  exec 9>"$DIR/lock"
+  flock -w "$TIMEOUT" 9 || { log "another hack/cluster.sh holds $DIR/lock"; exit 1; }
 }
 
 # ---------------------------------------------------------------- binaries
@@ -178,6 +186,7 @@ ensure_pki() {
   # kwok: client identity (bound to cluster-admin by hack/kwok/nodes.yaml) and serving cert of
   # its fake-kubelet endpoint
   sign ca kwok "/CN=kwok-controller" "clientAuth,serverAuth" "IP:127.0.0.1,DNS:localhost"
+  sign ca kube-apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
   sign front-proxy-ca front-proxy-client "/CN=front-proxy-client" clientAuth
   if [[ ! -s "$PKI/service-account.key" ]]; then
     (umask 077; openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$PKI/service-account.key" 2>/dev/null)
@@ -270,11 +279,11 @@ start_apiserver() {
     --enable-admission-plugins=NodeRestriction \
     --allow-privileged=true \
     --service-cluster-ip-range=10.0.0.0/24 \
-    --service-node-port-range=30000-32767 \
     --service-account-issuer=https://kubernetes.default.svc \
     --service-account-key-file="$PKI/service-account.pub" \
     --service-account-signing-key-file="$PKI/service-account.key" \
-    --kubelet-client-certificate="$PKI/admin.crt" --kubelet-client-key="$PKI/admin.key" \
+    --kubelet-client-certificate="$PKI/kube-apiserver-kubelet-client.crt" \
+    --kubelet-client-key="$PKI/kube-apiserver-kubelet-client.key" \
     --profiling=false \
     --v=1
 }
@@ -328,8 +337,6 @@ start_kwok() {
 }
 
 # ---------------------------------------------------------------- readiness
-
-FAILED_CHECK=""
 
 fail() {
   local name
@@ -403,14 +410,15 @@ cmd_up() {
   local t0=$EPOCHREALTIME
   DEADLINE=$((SECONDS + TIMEOUT))
   mkdir -p "$LOGS" "$PIDS"
+  lock
   local name any_alive=false
   for name in "${COMPONENTS[@]}"; do alive "$name" && any_alive=true; done
   if $any_alive && [[ -s "$DIR/port-base" && "$(cat "$DIR/port-base")" != "$PORT_BASE" ]]; then
     log "a cluster in $DIR is running with port base $(cat "$DIR/port-base"), not $PORT_BASE; run down first"
     exit 1
   fi
-  local ports=(etcd:$ETCD_PORT etcd:$ETCD_PEER_PORT kube-apiserver:$API_PORT
-               kube-controller-manager:$KCM_PORT kube-scheduler:$SCHED_PORT kwok:$KWOK_PORT) p
+  local ports=("etcd:$ETCD_PORT" "etcd:$ETCD_PEER_PORT" "kube-apiserver:$API_PORT"
+               "kube-controller-manager:$KCM_PORT" "kube-scheduler:$SCHED_PORT" "kwok:$KWOK_PORT") p
   for p in "${ports[@]}"; do
     if ! alive "${p%%:*}" && port_open "${p##*:}"; then
       log "port $HOST:${p##*:} (for ${p%%:*}) is in use by another process;" \
@@ -420,7 +428,7 @@ cmd_up() {
   done
   echo "$PORT_BASE" >"$DIR/port-base"
 
-  BIN="$(bin_dir)"
+  BIN="$(bin_dir)" || { log "hack/build-control-plane.sh failed (see above)"; exit 1; }
   for name in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok; do
     [[ -x "$BIN/$name" ]] || { log "missing binary $BIN/$name"; exit 1; }
   done
@@ -461,7 +469,8 @@ cmd_down() {
     --purge) purge=true ;;
     *) log "usage: $0 down [--purge]"; exit 2 ;;
   esac
-  mkdir -p "$PIDS"
+  [[ -d "$DIR" ]] || return 0
+  lock
   stop_ordered "${COMPONENTS[@]}"
   if $purge; then
     case "$DIR" in
@@ -494,6 +503,7 @@ cmd_env() {
     bin="$(bin_dir)"
   fi
   printf 'export KUBECONFIG=%q\n' "$KUBECONFIG_FILE"
+  # shellcheck disable=SC2016  # $PATH is expanded by whoever evals this
   printf 'export PATH=%q:"$PATH"\n' "$bin"
 }
 

@@ -181,6 +181,8 @@ log "installing loraplane (editable, extras ${EXTRAS[*]} already synced)"
 
 # ---- verify ------------------------------------------------------------------------------------------
 log "verifying imports"
+# litellm fetches a model price map from the internet on import unless told to use its bundled copy.
+export LITELLM_LOCAL_MODEL_COST_MAP=True
 "$VENV/bin/python" - "$ROOT" "$TORCH_VERSION" <<'EOF' || die "verification failed (see above)"
 import importlib, os, sys
 root, torch_want = sys.argv[1], sys.argv[2]

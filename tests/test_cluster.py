@@ -275,6 +275,41 @@ def test_job_pod_exit_code_and_termination_message_from_annotations(cluster: Clu
     assert ran >= 1, f"the pod should have stayed Running ~2s, ran {ran}s"
 
 
+def test_running_job_pod_is_ended_on_demand_by_annotating_it(cluster: Cluster, ns: str) -> None:
+    """A pod held Running (huge duration) terminates once annotated: kwok re-reads the annotations."""
+    apply(cluster, job_manifest("hold", ns, annotations={"kwok.loraplane.io/duration": "100000h"}))
+
+    def running_pod() -> dict[str, Any] | None:
+        pods = pods_of_job(cluster, ns, "hold")
+        return pods[0] if pods and pods[0]["status"].get("phase") == "Running" else None
+
+    pod = poll(
+        "Job hold's pod Running", running_pod, state=lambda: [p["status"] for p in pods_of_job(cluster, ns, "hold")]
+    )
+    assert job_if(cluster, ns, "hold", "Complete") is None
+    kubectl(
+        cluster,
+        "annotate",
+        "pod",
+        pod["metadata"]["name"],
+        "-n",
+        ns,
+        "--overwrite",
+        "kwok.loraplane.io/exit-code=3",
+        "kwok.loraplane.io/reason=Preempted",
+        "kwok.loraplane.io/message=node drained",
+        "kwok.loraplane.io/duration=0s",
+    )
+    poll(
+        "Job hold Failed",
+        lambda: job_if(cluster, ns, "hold", "Failed"),
+        state=lambda: [p["status"] for p in pods_of_job(cluster, ns, "hold")],
+    )
+    (pod,) = pods_of_job(cluster, ns, "hold")
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"], terminated["message"]) == (3, "Preempted", "node drained")
+
+
 def test_new_namespace_gets_default_serviceaccount(cluster: Cluster) -> None:
     name = f"cl-sa-{secrets.token_hex(4)}"
     kubectl(cluster, "create", "namespace", name)

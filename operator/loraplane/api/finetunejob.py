@@ -213,6 +213,10 @@ class EvaluationSpec(K8sModel):
     ] = "Contains"
     max_samples: Annotated[int, Field(ge=1, le=100000, description="Evaluate at most this many examples.")] = 200
     gate: Annotated[EvaluationGate | None, Field(description="Pass/fail rule; without a gate every run passes.")] = None
+    measure_retention: Annotated[
+        bool,
+        Field(description="Also score base and adapter on a general held-out set (general-ability retention)."),
+    ] = False
 
 
 class OutputSpec(K8sModel):

@@ -1,0 +1,64 @@
+"""The training spec: the one JSON document the trainer reads.
+
+The operator renders it from a FineTuneJob (into a ConfigMap); local mode renders it from the same
+YAML. It reuses the FineTuneJob's section models, so a field means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from loraplane.api.common import K8sModel, ModelSource
+from loraplane.api.finetunejob import DatasetSpec, EvaluationSpec, FineTuneJobSpec, LoraSpec, TrainingSpec
+
+
+class Mounts(K8sModel):
+    """Where the pod (or local mode) finds what pvc:// and configmap:// URIs name."""
+
+    pvc_root: Annotated[str, Field(description="pvc://CLAIM/PATH resolves to PVC_ROOT/CLAIM/PATH.")] = "/mnt/pvc"
+    configmap_root: Annotated[str, Field(description="configmap://NAME/KEY resolves to CONFIGMAP_ROOT/NAME/KEY.")] = (
+        "/mnt/configmap"
+    )
+
+
+class TrainerSpec(K8sModel):
+    """Everything one training run needs."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253, description="Run name (the FineTuneJob's).")] = "local"
+    namespace: str = ""
+    base_model: ModelSource
+    dataset: DatasetSpec
+    lora: LoraSpec = LoraSpec()
+    training: TrainingSpec = TrainingSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    merge: bool = False
+    output_dir: Annotated[str, Field(description="Adapter directory: adapter files, result.json, checkpoints/.")]
+    cache_dir: Annotated[str, Field(description="Model cache (downloads, dequantized GGUF); makes re-runs offline.")]
+    mounts: Mounts = Mounts()
+    hub_token_env: Annotated[str, Field(description="Environment variable holding the hub token, if any.")] = (
+        "LORAPLANE_HUB_TOKEN"
+    )
+
+    @classmethod
+    def from_finetunejob(
+        cls, name: str, namespace: str, spec: FineTuneJobSpec, *, output_dir: str, cache_dir: str, mounts: Mounts
+    ) -> TrainerSpec:
+        """The training spec of a FineTuneJob (pure; used by the operator and by local mode)."""
+        return cls(
+            name=name,
+            namespace=namespace,
+            base_model=spec.base_model,
+            dataset=spec.dataset,
+            lora=spec.lora,
+            training=spec.training,
+            evaluation=spec.evaluation,
+            merge=spec.output.merge,
+            output_dir=output_dir,
+            cache_dir=cache_dir,
+            mounts=mounts,
+        )
+
+
+__all__ = ["DatasetSpec", "EvaluationSpec", "LoraSpec", "Mounts", "TrainerSpec", "TrainingSpec"]

@@ -1,0 +1,3 @@
+from loraplane.trainer.train import main
+
+raise SystemExit(main())

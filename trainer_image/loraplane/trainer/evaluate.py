@@ -1,0 +1,138 @@
+"""Held-out evaluation: the base model and the adapter side by side, and the gate decision."""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+from loraplane.api.finetunejob import EvaluationGate
+from loraplane.trainer.data import Example
+
+logger = logging.getLogger(__name__)
+
+_PUNCT = re.compile(r"[\s\W_]+", re.UNICODE)
+
+
+def normalize(text: str) -> str:
+    """Case-folded, accents and punctuation removed, whitespace collapsed (works for CJK too)."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return _PUNCT.sub(" ", text).strip()
+
+
+def exact_match(prediction: str, answer: str) -> float:
+    return float(normalize(prediction) == normalize(answer))
+
+
+def contains(prediction: str, answer: str) -> float:
+    target = normalize(answer)
+    return float(bool(target) and f" {target} " in f" {normalize(prediction)} ")
+
+
+def _tokens(text: str) -> list[str]:
+    norm = normalize(text)
+    # CJK has no spaces: score it per character.
+    return [t for word in norm.split() for t in (list(word) if re.search(r"[\u3400-\u9fff]", word) else [word])]
+
+
+def rouge_l(prediction: str, answer: str) -> float:
+    """ROUGE-L F1 over normalized tokens (longest common subsequence)."""
+    a, b = _tokens(prediction), _tokens(answer)
+    if not a or not b:
+        return 0.0
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b, start=1):
+            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
+        prev = cur
+    lcs = prev[-1]
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(a), lcs / len(b)
+    return 2 * precision * recall / (precision + recall)
+
+
+METRICS: dict[str, Callable[[str, str], float]] = {"ExactMatch": exact_match, "Contains": contains, "RougeL": rouge_l}
+
+
+def score(metric: str, predictions: list[str], answers: list[str]) -> float:
+    """Mean metric over the examples (0 when there are none)."""
+    fn = METRICS[metric]
+    return sum(fn(p, a) for p, a in zip(predictions, answers, strict=True)) / len(answers) if answers else 0.0
+
+
+def gate_passed(gate: EvaluationGate | None, base: float, adapter: float) -> bool:
+    """True when the adapter is good enough to serve (always, without a gate)."""
+    if gate is None:
+        return True
+    if gate.min_score is not None and adapter < gate.min_score:
+        return False
+    return not (gate.min_improvement_over_base is not None and adapter - base < gate.min_improvement_over_base)
+
+
+def generate(
+    model: Any, tokenizer: Any, prompts: list[list[dict[str, str]]], *, max_new_tokens: int, batch_size: int = 8
+) -> list[str]:
+    """Greedy answers to chat prompts, batched with left padding."""
+    import torch
+
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    outputs: list[str] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            batch = prompts[start : start + batch_size]
+            texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in batch]
+            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            with torch.no_grad():
+                out = model.generate(
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            new = out[:, enc["input_ids"].shape[1] :]
+            outputs += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    finally:
+        tokenizer.padding_side = side
+    return outputs
+
+
+@dataclass
+class SideBySide:
+    metric: str
+    base_score: float
+    adapter_score: float
+    base_predictions: list[str]
+    adapter_predictions: list[str]
+
+
+@contextmanager
+def _adapter_disabled(model: Any) -> Iterator[None]:
+    ctx = model.disable_adapter() if hasattr(model, "disable_adapter") else nullcontext()
+    with ctx:
+        yield
+
+
+def side_by_side(
+    model: Any, tokenizer: Any, examples: list[Example], metric: str, *, max_new_tokens: int
+) -> SideBySide:
+    """Score the base model (adapter disabled) and the adapter on the same examples."""
+    prompts = [e.prompt for e in examples]
+    answers = [e.answer for e in examples]
+    was_training = model.training
+    model.eval()
+    try:
+        with _adapter_disabled(model):
+            base = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
+        tuned = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
+    finally:
+        model.train(was_training)
+    return SideBySide(metric, score(metric, base, answers), score(metric, tuned, answers), base, tuned)
