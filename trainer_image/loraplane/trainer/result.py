@@ -56,8 +56,8 @@ def summary(result: dict[str, Any]) -> str:
         "code": result.get("code"),
         "reason": result.get("reason"),
         "message": (result.get("message") or "")[:1024],
-        "adapter": result.get("adapter"),
-        "evaluation": result.get("evaluation"),
+        "adapter": {k: v for k, v in (result.get("adapter") or {}).items() if k != "files"} or None,
+        "evaluation": {k: v for k, v in (result.get("evaluation") or {}).items() if k != "samples"} or None,
         "metrics": {k: v for k, v in (result.get("metrics") or {}).items() if isinstance(v, int | float)},
         "trainable_params": result.get("trainable_params"),
     }

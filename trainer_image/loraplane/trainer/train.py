@@ -156,7 +156,7 @@ def run(spec: TrainerSpec, *, raw_spec: dict[str, Any], progress: Any = None) ->
     import torch
     from loraplane.trainer.models import resolve_model
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, set_seed
     from trl import SFTConfig, SFTTrainer
 
     from loraplane.trainer.evaluate import gate_passed, side_by_side
@@ -164,6 +164,7 @@ def run(spec: TrainerSpec, *, raw_spec: dict[str, Any], progress: Any = None) ->
 
     timer = Timer()
     t = time.monotonic()
+    logger.info("rank %d of world size %d", rank(), world_size())
     problems = servability_problems(
         bias=spec.lora.bias,
         use_dora=spec.lora.use_dora,
@@ -277,6 +278,7 @@ def run(spec: TrainerSpec, *, raw_spec: dict[str, Any], progress: Any = None) ->
         processing_class=tokenizer,
         callbacks=[progress, stop, CompleteMarker()],
     )
+    trainer.remove_callback(PrinterCallback)  # our ProgressCallback reports instead of raw dicts on stdout
     resume = last_complete_checkpoint(ckpt_dir)
     if resume:
         logger.info("resuming from %s", resume)

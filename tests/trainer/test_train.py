@@ -1,0 +1,175 @@
+"""The trainer end to end on a tiny model: output contract, exit codes, resume after SIGTERM/SIGKILL, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loraplane.api.exit_codes import ExitCode
+from loraplane.trainer.progress import COMPLETE_MARKER, PREFIX
+from loraplane.trainer.result import verify
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_trainer(spec: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "loraplane.trainer", "--spec", str(spec), "--termination-log", str(spec.with_suffix(".term")), *extra],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+        cwd=REPO,
+    )
+
+
+def progress_lines(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line[len(PREFIX) :]) for line in stdout.splitlines() if line.startswith(PREFIX)]
+
+
+def termination(spec: Path) -> dict[str, Any]:
+    text = spec.with_suffix(".term").read_text()
+    assert len(text.encode()) <= 4096
+    return dict(json.loads(text))
+
+
+def test_trains_a_servable_adapter_with_result(make_spec: Callable[..., Path]) -> None:
+    spec = make_spec()
+    proc = run_trainer(spec)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = Path(json.loads(spec.read_text())["outputDir"])
+    result = json.loads((out / "result.json").read_text())
+    assert sorted(result["adapter"]["files"]) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+    assert verify(out) == []
+    assert not (out / "checkpoints").exists()
+    # Exact count: q_proj 64->64 and v_proj 64->64 (2 kv heads x 32) in 2 layers, r=8: 2 * 2 * (8*64 + 64*8).
+    assert result["trainable_params"] == 2 * 2 * (8 * 64 + 64 * 8)
+    assert "trainable params 4096" in proc.stderr
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["r"] == 8 and sorted(config["target_modules"]) == ["q_proj", "v_proj"]
+    assert config["base_model_name_or_path"]
+    assert result["dataset"]["sha256"] and result["spec_sha256"] and result["metrics"]["eval_loss"] > 0
+    ev = result["evaluation"]
+    assert ev["metric"] == "Contains" and ev["examples"] == 8 and ev["passed"] is True
+    lines = progress_lines(proc.stdout)
+    assert lines[-1]["step"] == lines[-1]["total"] == result["metrics"]["global_step"]
+    assert {"step", "total", "epoch", "tokens_per_second", "eta_seconds"} <= set(lines[0])
+    assert any("loss" in line and "learning_rate" in line for line in lines)
+    term = termination(spec)
+    assert term["ok"] is True and term["adapter"]["sha256"] == result["adapter"]["sha256"]
+
+
+def test_truncation_is_counted(make_spec: Callable[..., Path]) -> None:
+    spec = make_spec(training={"maxSeqLength": 24, "maxSteps": 2})
+    proc = run_trainer(spec)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = Path(json.loads(spec.read_text())["outputDir"])
+    metrics = json.loads((out / "result.json").read_text())["metrics"]
+    assert metrics["truncated_examples"] > 0
+
+
+@pytest.mark.parametrize(
+    ("sections", "code", "words"),
+    [
+        ({"lora": {"useDora": True}}, ExitCode.INVALID_SPEC, "spec.lora.useDora"),
+        ({"lora": {"targetModules": ["c_attn"]}}, ExitCode.INVALID_SPEC, "spec.lora.targetModules"),
+        ({"lora": {"r": 0}}, ExitCode.INVALID_SPEC, "spec.lora.r"),
+        ({"dataset": {"uri": "file:///nonexistent/data.jsonl"}}, ExitCode.INVALID_DATA, "no such file"),
+        ({"baseModel": {"uri": "file:///nonexistent/model"}}, ExitCode.MODEL_NOT_FOUND, "nonexistent"),
+        ({"training": {"precision": "bf16"}}, ExitCode.INVALID_SPEC, "spec.training.precision"),
+    ],
+)
+def test_failures_have_their_exit_code_and_message(
+    make_spec: Callable[..., Path], sections: dict[str, Any], code: ExitCode, words: str
+) -> None:
+    spec = make_spec(**sections)
+    proc = run_trainer(spec)
+    assert proc.returncode == code, proc.stderr[-3000:]
+    term = termination(spec)
+    assert term["ok"] is False and term["code"] == code and words in term["message"]
+
+
+def test_bad_data_record_is_named(make_spec: Callable[..., Path], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "q", "output": "a"}\n{"instruction": "q2"}\n')
+    spec = make_spec(dataset={"uri": f"file://{bad}", "format": "Alpaca"})
+    proc = run_trainer(spec)
+    assert proc.returncode == ExitCode.INVALID_DATA
+    assert "record 2" in termination(spec)["message"]
+
+
+def _run_until_step(spec: Path, step: int, sig: int) -> tuple[int, list[dict[str, Any]]]:
+    """Start the trainer, send `sig` once it logged `step`, return its exit code and progress lines."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loraplane.trainer", "--spec", str(spec)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.stdout is not None
+    lines: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 300
+    for raw in proc.stdout:
+        if raw.startswith(PREFIX):
+            lines.append(json.loads(raw[len(PREFIX) :]))
+            if lines[-1]["step"] >= step:
+                proc.send_signal(sig)
+                break
+        assert time.monotonic() < deadline, "trainer too slow"
+    rest, _ = proc.communicate(timeout=300)
+    lines += progress_lines(rest)
+    return proc.returncode, lines
+
+
+@pytest.mark.slow
+def test_sigterm_and_sigkill_then_resume_matches_uninterrupted_run(make_spec: Callable[..., Path]) -> None:
+    training = {"maxSteps": 30, "checkpointSteps": 5, "batchSize": 4}
+    reference = make_spec("reference", training=training, evaluation={"maxSamples": 1})
+    assert run_trainer(reference).returncode == 0
+    ref = json.loads((Path(json.loads(reference.read_text())["outputDir"]) / "result.json").read_text())
+
+    spec = make_spec("interrupted", training=training, evaluation={"maxSamples": 1})
+    out = Path(json.loads(spec.read_text())["outputDir"])
+    code, lines = _run_until_step(spec, 7, signal.SIGTERM)
+    assert code == ExitCode.INTERRUPTED
+    saved = sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*") if (p / COMPLETE_MARKER).exists())
+    assert saved, "SIGTERM must leave a complete checkpoint"
+    stopped_at = int(saved[-1].split("-")[1])
+    assert stopped_at >= 7
+
+    code, lines = _run_until_step(spec, stopped_at + 6, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    assert lines[0]["step"] > stopped_at, "the second run must continue the global step, not restart"
+
+    final = run_trainer(spec)
+    assert final.returncode == 0, final.stderr[-3000:]
+    first = progress_lines(final.stdout)[0]["step"]
+    assert first > stopped_at
+    result = json.loads((out / "result.json").read_text())
+    assert result["metrics"]["global_step"] == ref["metrics"]["global_step"] == 30
+    assert result["metrics"]["eval_loss"] == pytest.approx(ref["metrics"]["eval_loss"], rel=0.02)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_with_gloo(make_spec: Callable[..., Path]) -> None:
+    spec = make_spec("ddp", training={"maxSteps": 6, "batchSize": 4}, evaluation={"maxSamples": 2})
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "loraplane.trainer",
+         "--spec", str(spec), "--termination-log", str(spec.with_suffix(".term"))],
+        capture_output=True, text=True, timeout=600, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = Path(json.loads(spec.read_text())["outputDir"])
+    result = json.loads((out / "result.json").read_text())
+    assert result["metrics"]["global_step"] == 6 and verify(out) == []
+    assert proc.stderr.count("world size 2") == 2, "both ranks must train"
