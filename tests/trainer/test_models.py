@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from huggingface_hub.errors import HfHubHTTPError
 
 from loraplane.api.common import ModelSource, SecretKeyRef
 from loraplane.api.exit_codes import ExitCode
@@ -51,9 +52,9 @@ def state_dict(path: Path) -> dict[str, Any]:
 def greedy_chat(path: Path, question: str, max_new_tokens: int = 16) -> str:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path)
-    enc = tokenizer.apply_chat_template(
+    tokenizer: Any = AutoTokenizer.from_pretrained(path)
+    model: Any = AutoModelForCausalLM.from_pretrained(path)
+    enc: Any = tokenizer.apply_chat_template(
         [{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt", return_dict=True
     )
     out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
@@ -422,7 +423,8 @@ def test_hf_not_cached_offline_is_network_unavailable(tmp_path: Path, monkeypatc
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(NetworkUnavailable) as info:
         resolve("hf://acme/never-downloaded", tmp_path / "cache")
-    assert info.value.code == ExitCode.NETWORK_UNAVAILABLE == 15
+    assert info.value.code == ExitCode.NETWORK_UNAVAILABLE
+    assert int(info.value.code) == 15
     message = str(info.value)
     assert str(tmp_path / "cache" / "hf") in message and "pre-populating" in message and "HF_HUB_OFFLINE" in message
 
@@ -486,7 +488,7 @@ def fake_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     hub = FakeHub(url=f"http://127.0.0.1:{server.server_address[1]}")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -607,7 +609,7 @@ def _ctx(hub: str = "hf", **kw: Any) -> HubContext:
     return HubContext(**{**base, **kw})
 
 
-def _hf_http_error(cls: type[Exception], status: int) -> Exception:
+def _hf_http_error(cls: type[HfHubHTTPError], status: int) -> HfHubHTTPError:
     import httpx2
 
     response = httpx2.Response(status, request=httpx2.Request("GET", "https://huggingface.co/api/models/acme/x"))
@@ -618,7 +620,6 @@ def test_hf_error_mapping() -> None:
     import httpx2
     from huggingface_hub.errors import (
         GatedRepoError,
-        HfHubHTTPError,
         LocalEntryNotFoundError,
         OfflineModeIsEnabled,
         RepositoryNotFoundError,

@@ -72,7 +72,7 @@ def build_tokenizer(directory: Path, *, vocab_size: int = 1024) -> PreTrainedTok
         show_progress=False,
     )
     tok.train_from_iterator(corpus(), trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok,
         eos_token=IM_END,
         pad_token=PAD,
@@ -131,7 +131,7 @@ def build_tiny_llama(
         **_token_ids(tokenizer),
     )
     torch.manual_seed(seed)
-    return _save(LlamaForCausalLM(config), directory, tokenizer)
+    return _save(LlamaForCausalLM(config), directory, tokenizer)  # type: ignore[no-untyped-call]
 
 
 def build_tiny_qwen2(
@@ -159,7 +159,7 @@ def build_tiny_qwen2(
         **_token_ids(tokenizer),
     )
     torch.manual_seed(seed)
-    return _save(Qwen2ForCausalLM(config), directory, tokenizer)
+    return _save(Qwen2ForCausalLM(config), directory, tokenizer)  # type: ignore[no-untyped-call]
 
 
 def _llama_cpp_permute(weights: Any, n_head: int) -> Any:

@@ -56,8 +56,9 @@ def resolve_data_uri(uri: str, mounts: Mounts, *, cache_dir: Path | None = None,
     elif scheme == "builtin":
         from loraplane.trainer.demo_data import builtin_dataset_path
 
+        name, heldout = (rest[: -len("-heldout")], True) if rest.endswith("-heldout") else (rest, False)
         try:
-            return builtin_dataset_path(rest, "train")
+            return builtin_dataset_path(name, "heldout" if heldout else "train")
         except ValueError as exc:
             raise InvalidSpec(str(exc), field="spec.dataset.uri") from exc
     elif scheme in ("hf", "modelscope"):

@@ -189,7 +189,8 @@ def run(spec: TrainerSpec, *, raw_spec: dict[str, Any], progress: Any = None) ->
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     train_tok = data_mod.tokenize(splits.train, tokenizer, spec.training.max_seq_length)
-    val_tok = data_mod.tokenize(splits.validation, tokenizer, spec.training.max_seq_length)
+    # Eval loss on the validation split, or on the held-out set when the spec keeps no validation split.
+    val_tok = data_mod.tokenize(splits.validation or held_out, tokenizer, spec.training.max_seq_length)
     if not train_tok.rows:
         raise InvalidData("no training example fits in maxSeqLength", field="spec.training.maxSeqLength")
     logger.info(
@@ -375,7 +376,12 @@ def run(spec: TrainerSpec, *, raw_spec: dict[str, Any], progress: Any = None) ->
         },
         "trainable_params": trainable,
         "total_params": total,
-        "base_model": {"uri": spec.base_model.uri, "revision": resolved.revision, "family": resolved.family},
+        "base_model": {
+            "uri": spec.base_model.uri,
+            "revision": resolved.revision,
+            "family": resolved.family,
+            "path": str(resolved.path),
+        },
         "dataset": {"uri": spec.dataset.uri, "sha256": splits.dataset_hash, "records": splits.records},
         "spec_sha256": spec_hash(raw_spec),
         "metrics": metrics,
@@ -409,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--spec", type=Path, required=True, help="training spec (JSON, the TrainerSpec model)")
     parser.add_argument("--termination-log", type=Path, default=None, help="where to write the <= 4 KiB summary")
+    parser.add_argument("--output-dir", default=None, help="override the spec's outputDir")
+    parser.add_argument("--cache-dir", default=None, help="override the spec's cacheDir")
     ns = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("httpx", "urllib3", "filelock"):
@@ -417,6 +425,11 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any]
     try:
         spec = load_spec(ns.spec)
+        overrides = {k: v for k, v in {"output_dir": ns.output_dir, "cache_dir": ns.cache_dir}.items() if v}
+        spec = spec.model_copy(update=overrides)
+        spec = spec.model_copy(
+            update={"output_dir": os.path.expanduser(spec.output_dir), "cache_dir": os.path.expanduser(spec.cache_dir)}
+        )
         raw = json.loads(ns.spec.read_text(encoding="utf-8"))
         result = run(spec, raw_spec=raw)
         code = ExitCode.SUCCESS
