@@ -24,7 +24,7 @@ manifests: venv ## Regenerate manifests/crds/ from the pydantic models
 lint: venv ## ruff + mypy (configured in pyproject.toml) + CRDs up to date
 	@$(PY) -m ruff check .
 	@$(PY) -m ruff format --check operator trainer_image serving tests
-	@$(PY) -m mypy -p loraplane.api -p loraplane.operator
+	@$(PY) -m mypy -p loraplane.api -p loraplane.operator -p loraplane.trainer
 	@$(PY) -m loraplane.api.crdgen --check
 
 .PHONY: test

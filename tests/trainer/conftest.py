@@ -25,7 +25,12 @@ def toy_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """120 Alpaca records with a short scorable answer."""
     path = tmp_path_factory.mktemp("data") / "toy.jsonl"
     records = [
-        {"instruction": f"What is the code for item {i}?", "input": "", "output": f"The code is E{i % 12}.", "answer": f"E{i % 12}"}
+        {
+            "instruction": f"What is the code for item {i}?",
+            "input": "",
+            "output": f"The code is E{i % 12}.",
+            "answer": f"E{i % 12}",
+        }
         for i in range(120)
     ]
     path.write_text("\n".join(json.dumps(r) for r in records) + "\n")

@@ -122,6 +122,11 @@ def test_result_files_digest_and_verify(tmp_path: Path) -> None:
 
 
 def test_summary_fits_termination_message() -> None:
-    big = {"ok": True, "message": "x" * 10000, "metrics": {f"m{i}": float(i) for i in range(500)}, "adapter": {"sha256": "a"}}
+    big = {
+        "ok": True,
+        "message": "x" * 10000,
+        "metrics": {f"m{i}": float(i) for i in range(500)},
+        "adapter": {"sha256": "a"},
+    }
     text = summary(big)
     assert len(text.encode()) <= 4096 and json.loads(text)["adapter"]["sha256"] == "a"

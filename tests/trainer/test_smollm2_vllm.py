@@ -31,7 +31,7 @@ def post(url: str, body: dict[str, Any]) -> tuple[int, str]:
 
 def test_smollm2_adapter_trains_and_loads_into_vllm(tmp_path: Path) -> None:
     spec = json.loads((REPO / "examples/trainer/medical-smollm2.json").read_text())
-    spec["training"].update(maxSteps=8, checkpointSteps=100)
+    spec["training"].update(maxSteps=4, batchSize=2, checkpointSteps=100)
     spec["evaluation"].update(maxSamples=4, measureRetention=False)
     spec["outputDir"] = str(tmp_path / "adapter")
     spec_path = tmp_path / "spec.json"
@@ -40,20 +40,44 @@ def test_smollm2_adapter_trains_and_loads_into_vllm(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads((tmp_path / "adapter/result.json").read_text())
     assert result["base_model"]["family"] == "llama" and result["trainable_params"] > 0
-    base_dir = result["base_model"]["path"] if "path" in result["base_model"] else None
-    base_dir = base_dir or json.loads((tmp_path / "adapter/adapter_config.json").read_text())["base_model_name_or_path"]
+    base_dir = result["base_model"]["path"]
+    adapter_config = json.loads((tmp_path / "adapter/adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == base_dir
     assert Path(base_dir, "config.json").is_file(), base_dir
 
     port = free_port()
     log = (tmp_path / "vllm.log").open("w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", base_dir, "--served-model-name", "base",
-         "--host", "127.0.0.1", "--port", str(port), "--enable-lora", "--max-lora-rank", "16", "--max-loras", "2",
-         "--gpu-memory-utilization", "0.2", "--max-model-len", "512", "--dtype", "float32"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            base_dir,
+            "--served-model-name",
+            "base",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--enable-lora",
+            "--max-lora-rank",
+            "16",
+            "--max-loras",
+            "2",
+            "--gpu-memory-utilization",
+            "0.2",
+            "--max-model-len",
+            "512",
+            "--dtype",
+            "float32",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
         env={**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_KVCACHE_SPACE": "1"},
     )
     try:
+
         def ready() -> bool:
             assert server.poll() is None, (tmp_path / "vllm.log").read_text()[-4000:]
             try:
@@ -63,11 +87,16 @@ def test_smollm2_adapter_trains_and_loads_into_vllm(tmp_path: Path) -> None:
                 return False
 
         poll("vLLM to start", ready, timeout=600, interval=1)
-        status, body = post(f"http://127.0.0.1:{port}/v1/load_lora_adapter",
-                            {"lora_name": "medical", "lora_path": str(tmp_path / "adapter")})
+        status, body = post(
+            f"http://127.0.0.1:{port}/v1/load_lora_adapter",
+            {"lora_name": "medical", "lora_path": str(tmp_path / "adapter")},
+        )
         assert status == 200, body
-        prompt = {"messages": [{"role": "user", "content": "Which ICD-10 code matches type 2 diabetes?"}],
-                  "max_tokens": 16, "temperature": 0}
+        prompt = {
+            "messages": [{"role": "user", "content": "Which ICD-10 code matches type 2 diabetes?"}],
+            "max_tokens": 16,
+            "temperature": 0,
+        }
         answers = {}
         for model in ("base", "medical"):
             status, body = post(f"http://127.0.0.1:{port}/v1/chat/completions", {**prompt, "model": model})

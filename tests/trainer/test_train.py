@@ -23,7 +23,16 @@ REPO = Path(__file__).resolve().parents[2]
 
 def run_trainer(spec: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "loraplane.trainer", "--spec", str(spec), "--termination-log", str(spec.with_suffix(".term")), *extra],
+        [
+            sys.executable,
+            "-m",
+            "loraplane.trainer",
+            "--spec",
+            str(spec),
+            "--termination-log",
+            str(spec.with_suffix(".term")),
+            *extra,
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -164,9 +173,23 @@ def test_sigterm_and_sigkill_then_resume_matches_uninterrupted_run(make_spec: Ca
 def test_two_process_ddp_with_gloo(make_spec: Callable[..., Path]) -> None:
     spec = make_spec("ddp", training={"maxSteps": 6, "batchSize": 4}, evaluation={"maxSamples": 2})
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "loraplane.trainer",
-         "--spec", str(spec), "--termination-log", str(spec.with_suffix(".term"))],
-        capture_output=True, text=True, timeout=600, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "loraplane.trainer",
+            "--spec",
+            str(spec),
+            "--termination-log",
+            str(spec.with_suffix(".term")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = Path(json.loads(spec.read_text())["outputDir"])

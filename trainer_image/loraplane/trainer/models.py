@@ -615,7 +615,7 @@ def _download_hf(ctx: HubContext, *, token: str | None, trust_remote_code: bool)
 
 
 def _download_modelscope(ctx: HubContext, *, token: str | None, trust_remote_code: bool) -> tuple[Path, str]:
-    from modelscope.hub.snapshot_download import snapshot_download  # type: ignore[import-untyped]
+    from modelscope.hub.snapshot_download import snapshot_download
 
     patterns = HUB_ALLOW_PATTERNS + (REMOTE_CODE_PATTERNS if trust_remote_code else [])
     revision = ctx.revision or "master"

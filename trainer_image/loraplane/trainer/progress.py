@@ -44,7 +44,7 @@ def progress_record(state: TrainerState, elapsed: float, tokens: float, logs: di
     return record
 
 
-class ProgressCallback(TrainerCallback):  # type: ignore[misc]
+class ProgressCallback(TrainerCallback):
     """Emits progress lines on rank 0 and draws a rich progress bar when stderr is a terminal."""
 
     def __init__(self, *, emit_lines: bool = True, bar: bool | None = None) -> None:
@@ -112,7 +112,7 @@ class ProgressCallback(TrainerCallback):  # type: ignore[misc]
             self._progress = None
 
 
-class GracefulStop(TrainerCallback):  # type: ignore[misc]
+class GracefulStop(TrainerCallback):
     """SIGTERM/SIGINT: save a checkpoint at the end of the current step, then stop (exit code 18)."""
 
     def __init__(self) -> None:
@@ -140,12 +140,12 @@ class GracefulStop(TrainerCallback):  # type: ignore[misc]
             control.should_training_stop = True
 
 
-class CompleteMarker(TrainerCallback):  # type: ignore[misc]
+class CompleteMarker(TrainerCallback):
     """Marks a checkpoint complete once the Trainer has written all of it (resume only from marked ones)."""
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
         if state.is_world_process_zero:
-            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            ckpt = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
             if ckpt.is_dir():
                 (ckpt / COMPLETE_MARKER).write_text(str(state.global_step))
 

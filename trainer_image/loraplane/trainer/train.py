@@ -154,12 +154,12 @@ def load_examples(
 def run(spec: TrainerSpec, *, raw_spec: dict[str, Any], progress: Any = None) -> dict[str, Any]:
     """Train, evaluate and write the adapter; returns the result (also written to result.json)."""
     import torch
-    from loraplane.trainer.models import resolve_model
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, set_seed
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]
 
     from loraplane.trainer.evaluate import gate_passed, side_by_side
+    from loraplane.trainer.models import resolve_model
     from loraplane.trainer.progress import CompleteMarker, GracefulStop, ProgressCallback, last_complete_checkpoint
 
     timer = Timer()
@@ -181,7 +181,11 @@ def run(spec: TrainerSpec, *, raw_spec: dict[str, Any], progress: Any = None) ->
     out_dir.mkdir(parents=True, exist_ok=True)
 
     resolved = resolve_model(
-        spec.base_model, cache_dir=Path(spec.cache_dir), pvc_root=Path(spec.mounts.pvc_root), token=token
+        spec.base_model,
+        cache_dir=Path(spec.cache_dir),
+        pvc_root=Path(spec.mounts.pvc_root),
+        token=token,
+        token_env=spec.hub_token_env,
     )
     t = timer.lap("download_seconds", t)
     splits, held_out, general_held = load_examples(spec, token)
@@ -205,13 +209,13 @@ def run(spec: TrainerSpec, *, raw_spec: dict[str, Any], progress: Any = None) ->
     )
 
     dtype = torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(
+    model: Any = AutoModelForCausalLM.from_pretrained(
         resolved.path, dtype=dtype, trust_remote_code=spec.base_model.trust_remote_code
     )
     targets = pick_target_modules(spec, model, resolved.family)
     lora = LoraConfig(
         r=spec.lora.r,
-        lora_alpha=spec.lora.alpha,
+        lora_alpha=spec.lora.alpha,  # type: ignore[arg-type]  # peft accepts a float alpha
         lora_dropout=spec.lora.dropout,
         target_modules=targets,
         bias=spec.lora.bias,
@@ -344,7 +348,7 @@ def run(spec: TrainerSpec, *, raw_spec: dict[str, Any], progress: Any = None) ->
         if spec.base_model.uri.startswith(("hf://", "modelscope://"))
         else str(resolved.path)
     )
-    peft_model = trainer.model
+    peft_model: Any = trainer.model
     peft_model.peft_config["default"].base_model_name_or_path = base_name
     peft_model.save_pretrained(str(out_dir))
     if spec.merge:
