@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,11 +20,14 @@ from loraplane.trainer.result import verify
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_trainer(spec: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_trainer(spec: Path, *extra: str, procs: int = 1) -> subprocess.CompletedProcess[str]:
+    """The trainer as a process (under torchrun with `procs` > 1), with a termination log next to the spec."""
+    launcher = [sys.executable, "-m"] + (
+        ["torch.distributed.run", "--standalone", f"--nproc_per_node={procs}", "-m"] if procs > 1 else []
+    )
     return subprocess.run(
         [
-            sys.executable,
-            "-m",
+            *launcher,
             "loraplane.trainer",
             "--spec",
             str(spec),
@@ -36,7 +38,6 @@ def run_trainer(spec: Path, *extra: str, env: dict[str, str] | None = None) -> s
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, **(env or {})},
         cwd=REPO,
     )
 
@@ -172,25 +173,7 @@ def test_sigterm_and_sigkill_then_resume_matches_uninterrupted_run(make_spec: Ca
 @pytest.mark.slow
 def test_two_process_ddp_with_gloo(make_spec: Callable[..., Path]) -> None:
     spec = make_spec("ddp", training={"maxSteps": 6, "batchSize": 4}, evaluation={"maxSamples": 2})
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "loraplane.trainer",
-            "--spec",
-            str(spec),
-            "--termination-log",
-            str(spec.with_suffix(".term")),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
-    )
+    proc = run_trainer(spec, procs=2)
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = Path(json.loads(spec.read_text())["outputDir"])
     result = json.loads((out / "result.json").read_text())
