@@ -31,7 +31,7 @@ kubectl wait -n demo --for=condition=Accepted --timeout=90s ms --all
 kubectl get -n demo loraplane
 
 say "A malformed FineTuneJob is refused with the field named"
-sed 's/r: 8$/r: 0/' examples/finetunejob-medical.yaml | kubectl apply -n demo -f - || true
+sed 's/r: 8$/r: 0/; s/name: medical-qwen7b-v1/name: medical-bad-rank/' examples/finetunejob-medical.yaml | kubectl apply -n demo -f - || true
 
 say "Done. The control plane keeps running:"
 echo "  eval \"\$(hack/cluster.sh env)\"; kubectl get -n demo ftj,ms; kubectl explain ftj.spec.lora"
