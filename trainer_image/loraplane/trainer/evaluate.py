@@ -76,21 +76,23 @@ def gate_passed(gate: EvaluationGate | None, base: float, adapter: float) -> boo
 
 
 def generate(
-    model: Any, tokenizer: Any, prompts: list[list[dict[str, str]]], *, max_new_tokens: int, batch_size: int = 8
+    model: Any, tokenizer: Any, prompts: list[list[dict[str, str]]], *, max_new_tokens: int, batch_size: int = 16
 ) -> list[str]:
-    """Greedy answers to chat prompts, batched with left padding."""
+    """Greedy answers to chat prompts (in order), batched by length with left padding."""
     import torch
 
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    outputs: list[str] = []
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths share a batch: less padding
+    outputs: list[str] = [""] * len(texts)
     try:
-        for start in range(0, len(prompts), batch_size):
-            batch = prompts[start : start + batch_size]
-            texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in batch]
-            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = [texts[i] for i in idx]
+            enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
             with torch.no_grad():
                 out = model.generate(
                     **enc,
@@ -99,7 +101,8 @@ def generate(
                     pad_token_id=tokenizer.pad_token_id,
                 )
             new = out[:, enc["input_ids"].shape[1] :]
-            outputs += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+            for i, text in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True), strict=True):
+                outputs[i] = text.strip()
     finally:
         tokenizer.padding_side = side
     return outputs
@@ -121,6 +124,19 @@ def _adapter_disabled(model: Any) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def _adapter_merged(model: Any) -> Iterator[None]:
+    """Generate with the LoRA weights folded into the base weights (no extra matmuls per token), then unfold."""
+    if not hasattr(model, "merge_adapter"):
+        yield
+        return
+    model.merge_adapter()
+    try:
+        yield
+    finally:
+        model.unmerge_adapter()
+
+
 def side_by_side(
     model: Any, tokenizer: Any, examples: list[Example], metric: str, *, max_new_tokens: int
 ) -> SideBySide:
@@ -132,7 +148,8 @@ def side_by_side(
     try:
         with _adapter_disabled(model):
             base = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
-        tuned = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
+        with _adapter_merged(model):
+            tuned = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
     finally:
         model.train(was_training)
     return SideBySide(metric, score(metric, base, answers), score(metric, tuned, answers), base, tuned)
