@@ -23,13 +23,19 @@ manifests: venv ## Regenerate manifests/crds/ from the pydantic models
 .PHONY: lint
 lint: venv ## ruff + mypy (configured in pyproject.toml) + CRDs up to date
 	@$(PY) -m ruff check .
-	@$(PY) -m ruff format --check operator trainer_image serving tests
-	@$(PY) -m mypy -p loraplane.api -p loraplane.operator -p loraplane.trainer
+	@$(PY) -m ruff format --check operator trainer_image serving tests bench
+	@$(PY) -m mypy -p loraplane.api -p loraplane.operator -p loraplane.trainer -p loraplane.serving
+	@$(PY) -m mypy bench
 	@$(PY) -m loraplane.api.crdgen --check
 
 .PHONY: test
 test: venv control-plane lint ## The whole test suite: lint, unit, and integration against a real control plane
 	@$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: bench
+bench: venv ## Benchmarks, one run each, side by side; each prints a one-line summary last (BENCH=name for one)
+	@for b in $(or $(BENCH),$(patsubst bench/%.py,%,$(wildcard bench/*.py))); do \
+		echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done
 
 .PHONY: cluster-up
 cluster-up: control-plane ## Start a control plane on loopback (KUBECONFIG printed; `eval $$(hack/cluster.sh env)`)

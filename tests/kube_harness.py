@@ -6,6 +6,7 @@ and RBAC are applied to it); otherwise a control plane built from Go modules is 
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -22,6 +23,8 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+KWOK_DURATION = "kwok.loraplane.io/duration"
+HOLD_RUNNING = "100000h"
 
 
 def free_port() -> int:
@@ -148,6 +151,7 @@ class OperatorProcess:
         self.extra_env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = free_port()
+        self.metrics_port = free_port()
         self.starts = 0
 
     def start(self) -> None:
@@ -156,6 +160,9 @@ class OperatorProcess:
             "KUBECONFIG": str(self.kubeconfig),
             "LORAPLANE_OPERATOR_LIVENESS_HOST": "127.0.0.1",
             "LORAPLANE_OPERATOR_LIVENESS_PORT": str(self.port),
+            "LORAPLANE_OPERATOR_METRICS_PORT": str(self.metrics_port),
+            # Training pods stay Running on KWOK until a test annotates them (see hack/kwok/pod-stages.yaml).
+            "LORAPLANE_OPERATOR_POD_ANNOTATIONS": json.dumps({KWOK_DURATION: HOLD_RUNNING}),
             **self.extra_env,
         }
         self.starts += 1

@@ -224,7 +224,7 @@ def test_identity_fields_immutable_but_suspend_editable(
 
 def _snapshot(cluster: Cluster, namespace: str) -> tuple[dict[str, str], int]:
     objs = cluster.get("ftj", "-n", namespace)["items"]
-    events = cluster.get("events", "-n", namespace)["items"]
+    events = cluster.get("events", "-n", namespace, "--field-selector", "involvedObject.kind=FineTuneJob")["items"]
     return {o["metadata"]["name"]: o["metadata"]["resourceVersion"] for o in objs}, len(events)
 
 
@@ -235,6 +235,15 @@ def test_killed_operator_restarts_without_reprocessing(
         installed.apply(minimal_ftj(name), "-n", namespace)
     for name in ("first", "second"):
         installed.kubectl("wait", "-n", namespace, "--for=condition=Accepted", "--timeout=60s", f"ftj/{name}")
+        # Settled: the adapter claim the operator created never binds here, so the pod stays unschedulable.
+        installed.kubectl(
+            "wait",
+            "-n",
+            namespace,
+            "--timeout=90s",
+            f"ftj/{name}",
+            '--for=jsonpath={.status.conditions[?(@.type=="Running")].reason}=Unschedulable',
+        )
     before = _snapshot(installed, namespace)
     operator.kill()
     operator.start()

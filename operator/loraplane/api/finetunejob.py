@@ -183,6 +183,15 @@ class TrainingResources(PodResources):
             description="Kueue LocalQueue (kueue.x-k8s.io/queue-name).",
         ),
     ] = None
+    active_deadline_seconds: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=90 * 86400,
+            description="Fail the run after this many seconds of wall-clock time (Job activeDeadlineSeconds); "
+            "default: the operator's setting (7 days).",
+        ),
+    ] = None
 
 
 class EvaluationGate(K8sModel):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
+from typing import Any
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
@@ -37,3 +40,113 @@ def ensure_peering(name: str, namespace: str | None) -> bool:
         raise
     logger.info("created peering object %s", name)
     return True
+
+
+# ----------------------------------------------------------------- raw JSON access for the reconciler
+
+_PATHS: dict[tuple[str, str], tuple[str, str]] = {
+    # (apiVersion, kind) -> (API prefix, plural)
+    ("v1", "ConfigMap"): ("/api/v1", "configmaps"),
+    ("v1", "PersistentVolumeClaim"): ("/api/v1", "persistentvolumeclaims"),
+    ("v1", "Service"): ("/api/v1", "services"),
+    ("v1", "Pod"): ("/api/v1", "pods"),
+    ("v1", "ServiceAccount"): ("/api/v1", "serviceaccounts"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
+    ("batch/v1", "Job"): ("/apis/batch/v1", "jobs"),
+    ("loraplane.io/v1alpha1", "FineTuneJob"): ("/apis/loraplane.io/v1alpha1", "finetunejobs"),
+}
+
+_client: kubernetes.client.ApiClient | None = None
+_client_lock = threading.Lock()
+
+
+def client() -> kubernetes.client.ApiClient:
+    """One API client per process (thread-safe connection pool), configured on first use."""
+    global _client
+    with _client_lock:
+        if _client is None:
+            _load_config()
+            config = kubernetes.client.Configuration.get_default_copy()
+            config.connection_pool_maxsize = 32
+            _client = kubernetes.client.ApiClient(config)
+        return _client
+
+
+def _path(api_version: str, kind: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
+    prefix, plural = _PATHS[(api_version, kind)]
+    path = f"{prefix}/namespaces/{namespace}/{plural}"
+    if name:
+        path += f"/{name}"
+    if sub:
+        path += f"/{sub}"
+    return path
+
+
+def _call(
+    method: str,
+    path: str,
+    *,
+    body: Any = None,
+    content_type: str | None = None,
+    query: list[tuple[str, str]] | None = None,
+) -> dict[str, Any]:
+    headers = {"Accept": "application/json"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    api = client()
+    method_, url, headers_, body_, post = api.param_serialize(
+        method, path, query_params=query or [], header_params=headers, body=body, auth_settings=["BearerToken"]
+    )
+    resp = api.call_api(method_, url, header_params=headers_, body=body_, post_params=post, _request_timeout=30)
+    raw = resp.read()
+    if not 200 <= resp.status < 300:
+        error = ApiException(status=resp.status, reason=resp.reason)
+        error.body = raw
+        raise error
+    data: dict[str, Any] = json.loads(raw or b"{}")
+    return data
+
+
+def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """The object as a plain dict, or None when it does not exist."""
+    try:
+        return _call("GET", _path(api_version, kind, namespace, name))
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def list_objects(api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+    data = _call("GET", _path(api_version, kind, namespace), query=[("labelSelector", selector)])
+    return list(data.get("items") or [])
+
+
+def apply(obj: dict[str, Any], field_manager: str) -> dict[str, Any]:
+    """Server-side apply under a fixed field manager (creates or converges; never check-then-create)."""
+    meta = obj["metadata"]
+    return _call(
+        "PATCH",
+        _path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]),
+        body=obj,
+        content_type="application/apply-patch+yaml",
+        query=[("fieldManager", field_manager), ("force", "true")],
+    )
+
+
+def patch_status(api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    """Merge-patch the status subresource."""
+    return _call(
+        "PATCH",
+        _path(api_version, kind, namespace, name, "status"),
+        body={"status": status},
+        content_type="application/merge-patch+json",
+    )
+
+
+def is_conflict_or_gone(exc: BaseException) -> bool:
+    return isinstance(exc, ApiException) and exc.status in (404, 409, 410)
+
+
+def is_invalid(exc: BaseException) -> bool:
+    return isinstance(exc, ApiException) and exc.status == 422

@@ -27,6 +27,23 @@ class OperatorSettings(BaseSettings):
     annotation_prefix: str = GROUP
     finalizer: str = f"{GROUP}/finalizer"
     trainer_image: str = "ghcr.io/loraplane/trainer:latest"
+    trainer_service_account: str = Field(
+        "loraplane-trainer", description="ServiceAccount of training pods (may patch its own pod's progress)."
+    )
+    field_manager: str = Field("loraplane-operator", description="Server-side apply field manager of every child.")
+    backoff_limit: int = Field(3, ge=0, description="Job backoffLimit: retries after exit 1 or 15.")
+    active_deadline_seconds: int = Field(7 * 86400, ge=1, description="Default Job activeDeadlineSeconds.")
+    ttl_seconds_after_finished: int = Field(7 * 86400, ge=0, description="Job TTL after it finishes.")
+    termination_grace_seconds: int = Field(
+        900, ge=30, description="Grace period after SIGTERM: enough to finish a step and write a checkpoint."
+    )
+    adapter_storage_size: str = Field("20Gi", description="Size of the adapter-store claim the operator creates.")
+    storage_class: str | None = Field(None, description="StorageClass of created claims; empty = cluster default.")
+    pod_annotations: dict[str, str] = Field(
+        default_factory=dict, description="Extra annotations on training pods (JSON object)."
+    )
+    max_workers: int = Field(32, ge=1, description="Threads running (synchronous) handlers.")
+    metrics_port: int = Field(9090, ge=0, description="Prometheus metrics port; 0 disables.")
 
     @property
     def liveness_endpoint(self) -> str:

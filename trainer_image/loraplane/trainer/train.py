@@ -156,9 +156,11 @@ def run(spec: TrainerSpec, *, raw_spec: dict[str, Any], progress: Any = None) ->
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, set_seed
-    from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]
+    from trl import SFTConfig  # type: ignore[attr-defined]
 
+    from loraplane.trainer import kube_progress
     from loraplane.trainer.evaluate import gate_passed, side_by_side
+    from loraplane.trainer.loss import AnswerLossTrainer
     from loraplane.trainer.models import resolve_model
     from loraplane.trainer.progress import CompleteMarker, GracefulStop, ProgressCallback, last_complete_checkpoint
 
@@ -275,13 +277,13 @@ def run(spec: TrainerSpec, *, raw_spec: dict[str, Any], progress: Any = None) ->
     )
     progress = progress or ProgressCallback()
     stop = GracefulStop()
-    trainer = SFTTrainer(
+    trainer = AnswerLossTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(train_tok.rows),
         eval_dataset=Dataset.from_list(val_tok.rows) if val_tok.rows else None,
         processing_class=tokenizer,
-        callbacks=[progress, stop, CompleteMarker()],
+        callbacks=[progress, stop, CompleteMarker(), *kube_progress.reporters(progress)],
     )
     trainer.remove_callback(PrinterCallback)  # our ProgressCallback reports instead of raw dicts on stdout
     resume = last_complete_checkpoint(ckpt_dir)

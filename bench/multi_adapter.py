@@ -1,0 +1,193 @@
+"""vLLM throughput with 1, 4 and 8 LoRA adapters in mixed traffic vs the base model alone, one server, one run.
+
+One vLLM server (launched from our builder, `loraplane.serving.vllm_args`, CPU profile) serves the packaged
+SmolLM2-135M-Instruct (or the tiny test Llama with --tiny). Random-weight rank-8 adapters on all attention
+projections are loaded at runtime by our adapter manager. Each phase sends the same number of completion
+requests (fixed output length: ignore_eos) at the same concurrency; phase "k" spreads them round-robin over
+k adapters. Phases are interleaved over --rounds rounds so drift from other load on the machine hits all alike.
+Throughput is generated tokens per second; ratio_k = throughput(k adapters) / throughput(base).
+
+    python bench/multi_adapter.py [--requests 48] [--concurrency 16] [--max-tokens 32] [--rounds 2] [--tiny]
+
+Last line: `multi_adapter ratio_1=<f> ratio_4=<f> ratio_8=<f>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `tests.trainer.tiny` for --tiny
+
+from loraplane.api.artifact import RESULT_FILE, adapter_digest, file_digests  # noqa: E402
+from loraplane.api.modelserver import VllmSpec  # noqa: E402
+from loraplane.serving.adapter_manager import AdapterManager, DesiredAdapter, NoRouting  # noqa: E402
+from loraplane.serving.vllm_args import ServedModel, build_args, cpu_profile  # noqa: E402
+from loraplane.serving.vllm_client import VllmClient  # noqa: E402
+from loraplane.serving.vllm_process import VllmProcess  # noqa: E402
+
+RANK = 8
+PHASES = (0, 1, 4, 8)  # 0 = base model alone
+PROMPT = "Patient reports fever and a high heart rate. Summarise the findings and suggest next steps:"
+
+
+def base_model(work: Path, tiny: bool) -> Path:
+    if tiny:
+        from tests.trainer.tiny import build_tiny_llama, build_tokenizer
+
+        tokenizer = build_tokenizer(work / "tokenizer")
+        return build_tiny_llama(work / "tiny", tokenizer)
+    from loraplane.api.common import ModelSource
+    from loraplane.trainer.models import resolve_model
+
+    cache = Path.home() / ".cache/loraplane/models"
+    return resolve_model(
+        ModelSource(uri="builtin://smollm2-135m-instruct"), cache_dir=cache, pvc_root=work, token=None
+    ).path
+
+
+def make_adapters(base: Path, root: Path, count: int) -> dict[str, Path]:
+    """`count` random-weight LoRA adapters (seeded, non-zero B) with result.json."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    out = {}
+    for i in range(count):
+        torch.manual_seed(100 + i)
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        config = LoraConfig(
+            r=RANK,
+            lora_alpha=2 * RANK,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+            init_lora_weights=False,
+            task_type="CAUSAL_LM",
+        )
+        dest = root / f"bench-{i}"
+        get_peft_model(model, config).save_pretrained(str(dest))
+        files = file_digests(dest)
+        result = {"adapter": {"files": files, "sha256": adapter_digest(files)}}
+        (dest / RESULT_FILE).write_text(json.dumps(result))
+        out[f"bench-{i}"] = dest
+    return out
+
+
+async def phase(
+    session: aiohttp.ClientSession, url: str, models: list[str], requests: int, concurrency: int, max_tokens: int
+) -> tuple[int, float]:
+    """Send `requests` completions round-robin over `models`; return (generated tokens, seconds)."""
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for i in range(requests):
+        queue.put_nowait(models[i % len(models)])
+    tokens = 0
+
+    async def worker() -> None:
+        nonlocal tokens
+        while not queue.empty():
+            model = queue.get_nowait()
+            body = {
+                "model": model,
+                "prompt": PROMPT,
+                "max_tokens": max_tokens,
+                "temperature": 0,
+                "ignore_eos": True,
+            }
+            async with session.post(url + "/v1/completions", json=body) as resp:
+                data = await resp.json()
+                if resp.status != 200:
+                    raise RuntimeError(f"{model}: {resp.status} {data}")
+                tokens += int(data["usage"]["completion_tokens"])
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return tokens, time.perf_counter() - start
+
+
+async def measure(url: str, adapters: list[str], args: argparse.Namespace) -> dict[int, float]:
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        # warm-up: every adapter once (activation into a LoRA slot), then a short batch
+        await phase(session, url, ["base", *adapters], len(adapters) + 1, 4, 4)
+        await phase(session, url, ["base"], args.concurrency, args.concurrency, args.max_tokens)
+        totals = {k: [0, 0.0] for k in PHASES}
+        for round_ in range(args.rounds):
+            for k in PHASES:
+                models = ["base"] if k == 0 else adapters[:k]
+                tokens, seconds = await phase(session, url, models, args.requests, args.concurrency, args.max_tokens)
+                totals[k][0] += tokens
+                totals[k][1] += seconds
+                print(f"round {round_ + 1} adapters={k}: {tokens / seconds:.1f} tok/s ({seconds:.1f}s)", flush=True)
+    return {k: tokens / seconds for k, (tokens, seconds) in totals.items()}
+
+
+async def load_adapters(url: str, adapters: dict[str, Path]) -> None:
+    async with aiohttp.ClientSession() as session:
+        manager = AdapterManager(VllmClient(session, timeout=300), NoRouting())
+        report = await manager.reconcile(url, {n: DesiredAdapter(n, str(p)) for n, p in adapters.items()})
+    if report.errors or report.loaded != frozenset(adapters):
+        raise RuntimeError(f"adapters not loaded: {dict(report.errors)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=48, help="requests per phase and round")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--max-num-seqs", type=int, default=16)
+    parser.add_argument("--threads-bind", default="0-1", help="VLLM_CPU_OMP_THREADS_BIND")
+    parser.add_argument("--tiny", action="store_true", help="the tiny random Llama instead of SmolLM2")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop vLLM, remove files
+
+    from tests.kube_harness import free_port
+
+    with tempfile.TemporaryDirectory(prefix="bench-multi-adapter-") as tmp:
+        work = Path(tmp)
+        base = base_model(work, args.tiny)
+        adapters = make_adapters(base, work / "adapters", max(PHASES))
+        spec = VllmSpec(
+            max_loras=max(PHASES),  # every adapter of the mix resident at once: no slot swapping
+            max_lora_rank=RANK,  # the LoRA kernels pad to maxLoraRank: match the adapters' rank
+            max_cpu_loras=max(PHASES),
+            max_model_len=512,
+            dtype="float32",
+            gpu_memory_utilization=0.2,
+        )
+        launch = build_args(
+            ServedModel(path=str(base), name="base"),
+            spec,
+            cpu_profile(threads_bind=args.threads_bind, kvcache_space_gib=1, max_num_seqs=args.max_num_seqs),
+            port=args.port or free_port(),
+            python=sys.executable,
+        )
+        print("vLLM:", " ".join(launch.argv[3:]), flush=True)
+        server = VllmProcess(launch, work / "vllm.log", start_timeout=900)
+        started = time.perf_counter()
+        server.start()
+        try:
+            print(f"vLLM ready in {time.perf_counter() - started:.0f}s", flush=True)
+            asyncio.run(load_adapters(server.url, adapters))
+            throughput = asyncio.run(measure(server.url, sorted(adapters), args))
+        finally:
+            server.stop()
+    base_tps = throughput[0]
+    print(" ".join(f"adapters={k}:{v:.1f}tok/s" for k, v in throughput.items()))
+    print(
+        f"multi_adapter ratio_1={throughput[1] / base_tps:.3f} "
+        f"ratio_4={throughput[4] / base_tps:.3f} ratio_8={throughput[8] / base_tps:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

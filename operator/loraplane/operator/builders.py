@@ -1,0 +1,414 @@
+"""Desired children of a FineTuneJob: pure functions from the spec to plain Kubernetes dicts.
+
+Nothing here talks to the API. Names are deterministic (derived from the FineTuneJob's name), every
+child carries a controller owner reference, and the reconciler applies the dicts with server-side apply.
+
+Layout inside a training pod:
+    /etc/loraplane/spec.json      the rendered TrainerSpec (ConfigMap <name>-spec)
+    /mnt/pvc/<claim>/...          every PVC a pvc:// URI names; the adapter store is one of them
+    /mnt/configmap/<name>/<key>   every ConfigMap a configmap:// URI names
+    /var/cache/loraplane          model cache (emptyDir: re-downloaded by a retry on another node)
+The output directory is /mnt/pvc/<store>/<namespace>/<name>: a retry finds its checkpoints there and resumes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from loraplane.api.common import API_VERSION
+from loraplane.api.exit_codes import PERMANENT, ExitCode
+from loraplane.api.finetunejob import FineTuneJobSpec
+from loraplane.api.trainer_spec import Mounts, TrainerSpec
+from loraplane.operator.settings import OperatorSettings
+
+LABEL_JOB = "loraplane.io/finetunejob"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_QUEUE = "kueue.x-k8s.io/queue-name"
+PROGRESS_ANNOTATION = "loraplane.io/progress"
+CONTAINER = "trainer"
+SPEC_DIR = "/etc/loraplane"
+SPEC_FILE = "spec.json"
+CACHE_DIR = "/var/cache/loraplane"
+TERMINATION_LOG = "/dev/termination-log"
+RENDEZVOUS_PORT = 29500
+MOUNTS = Mounts()
+
+
+@dataclass(frozen=True)
+class Owner:
+    """What a child needs to know about its FineTuneJob."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": "FineTuneJob",
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def job_name(name: str) -> str:
+    return f"{name}-train"
+
+
+def spec_configmap_name(name: str) -> str:
+    return f"{name}-spec"
+
+
+def store_claim_name(name: str, spec: FineTuneJobSpec) -> str:
+    """The adapter-store claim: the one the spec names, else <name>-adapter (created by the operator)."""
+    return spec.output.storage_claim or f"{name}-adapter"
+
+
+def output_dir(owner: Owner, spec: FineTuneJobSpec) -> str:
+    return f"{MOUNTS.pvc_root}/{store_claim_name(owner.name, spec)}/{owner.namespace}/{owner.name}"
+
+
+def adapter_uri(owner: Owner, spec: FineTuneJobSpec) -> str:
+    return f"pvc://{store_claim_name(owner.name, spec)}/{owner.namespace}/{owner.name}"
+
+
+def labels(owner: Owner) -> dict[str, str]:
+    return {LABEL_JOB: owner.name, LABEL_COMPONENT: "trainer", LABEL_MANAGED_BY: "loraplane"}
+
+
+def _meta(name: str, owner: Owner, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": {**labels(owner), **(extra_labels or {})},
+        "ownerReferences": [owner.reference()],
+    }
+
+
+def trainer_spec(owner: Owner, spec: FineTuneJobSpec) -> TrainerSpec:
+    return TrainerSpec.from_finetunejob(
+        owner.name, owner.namespace, spec, output_dir=output_dir(owner, spec), cache_dir=CACHE_DIR, mounts=MOUNTS
+    )
+
+
+def spec_configmap(owner: Owner, spec: FineTuneJobSpec) -> dict[str, Any]:
+    """ConfigMap <name>-spec holding the rendered training spec (spec.json)."""
+    rendered = json.dumps(trainer_spec(owner, spec).to_k8s(), indent=2, sort_keys=True)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(spec_configmap_name(owner.name), owner),
+        "data": {SPEC_FILE: rendered},
+    }
+
+
+def store_claim(owner: Owner, spec: FineTuneJobSpec, settings: OperatorSettings) -> dict[str, Any] | None:
+    """The adapter-store PVC the operator creates, or None when the spec names an existing claim.
+
+    Owned by the FineTuneJob only with retentionPolicy Delete: then garbage collection removes the
+    adapter with it. With Retain (the default) the claim stays after the FineTuneJob is deleted.
+    """
+    if spec.output.storage_claim:
+        return None
+    meta = _meta(store_claim_name(owner.name, spec), owner)
+    if spec.retention_policy == "Retain":
+        del meta["ownerReferences"]  # the adapter outlives the FineTuneJob (garbage collection must not take it)
+    claim: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": meta,
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": settings.adapter_storage_size}},
+        },
+    }
+    if settings.storage_class:
+        claim["spec"]["storageClassName"] = settings.storage_class
+    return claim
+
+
+def _uri_claims(uri: str | None) -> list[str]:
+    if uri and uri.startswith("pvc://"):
+        return [uri[len("pvc://") :].split("/", 1)[0]]
+    return []
+
+
+def _uri_configmaps(uri: str | None) -> list[str]:
+    if uri and uri.startswith("configmap://"):
+        return [uri[len("configmap://") :].split("/", 1)[0]]
+    return []
+
+
+def _volumes(owner: Owner, spec: FineTuneJobSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    store = store_claim_name(owner.name, spec)
+    volumes: list[dict[str, Any]] = [
+        {"name": "spec", "configMap": {"name": spec_configmap_name(owner.name)}},
+        {"name": "cache", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "store", "persistentVolumeClaim": {"claimName": store}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True},
+        {"name": "cache", "mountPath": CACHE_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "store", "mountPath": f"{MOUNTS.pvc_root}/{store}"},
+    ]
+    if spec.resources.gpus > 1 or spec.resources.nodes > 1:
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
+        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    uris = [spec.base_model.uri, spec.dataset.uri, spec.evaluation.held_out_uri]
+    claims = sorted({c for u in uris for c in _uri_claims(u)} - {store})
+    for i, claim in enumerate(claims):
+        volumes.append({"name": f"data-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+        mounts.append({"name": f"data-{i}", "mountPath": f"{MOUNTS.pvc_root}/{claim}", "readOnly": True})
+    for i, cm in enumerate(sorted({c for u in uris for c in _uri_configmaps(u)})):
+        volumes.append({"name": f"cm-{i}", "configMap": {"name": cm}})
+        mounts.append({"name": f"cm-{i}", "mountPath": f"{MOUNTS.configmap_root}/{cm}", "readOnly": True})
+    return volumes, mounts
+
+
+def _env(spec: FineTuneJobSpec) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "LORAPLANE_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "LORAPLANE_POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "HF_HOME", "value": f"{CACHE_DIR}/hf"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    ref = spec.base_model.token_secret_ref
+    if ref:
+        # The only place the token appears: an env var resolved by the kubelet, never in the ConfigMap.
+        env.append({"name": "LORAPLANE_HUB_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    return env
+
+
+def trainer_command(owner: Owner, spec: FineTuneJobSpec) -> list[str]:
+    """The trainer invocation: plain python for one node, torchrun with a static rendezvous otherwise."""
+    args = ["-m", "loraplane.trainer", "--spec", f"{SPEC_DIR}/{SPEC_FILE}", "--termination-log", TERMINATION_LOG]
+    nodes, gpus = spec.resources.nodes, spec.resources.gpus
+    if nodes == 1 and gpus <= 1:
+        return ["python", *args]
+    launcher = ["torchrun", f"--nproc-per-node={max(gpus, 1)}"]
+    if nodes > 1:
+        head = f"{job_name(owner.name)}-0.{job_name(owner.name)}.{owner.namespace}.svc"
+        launcher += [
+            f"--nnodes={nodes}",
+            "--node-rank=$(JOB_COMPLETION_INDEX)",
+            f"--master-addr={head}",
+            f"--master-port={RENDEZVOUS_PORT}",
+        ]
+    else:
+        launcher += ["--standalone"]
+    return [*launcher, *args]
+
+
+def _resources(spec: FineTuneJobSpec) -> dict[str, Any]:
+    res = spec.resources
+    amounts: dict[str, str] = {}
+    if res.gpus:
+        amounts["nvidia.com/gpu"] = str(res.gpus)
+    if res.cpu:
+        amounts["cpu"] = res.cpu
+    if res.memory:
+        amounts["memory"] = res.memory
+    if not amounts:
+        return {}
+    limits = {k: v for k, v in amounts.items() if k != "cpu"}  # no CPU limit: throttling slows training
+    return {"requests": dict(amounts), "limits": limits}
+
+
+def pod_failure_policy() -> dict[str, Any]:
+    """Built on the trainer's exit codes: permanent errors fail at once; interruptions don't use retries."""
+    return {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": CONTAINER,
+                    "operator": "In",
+                    "values": sorted(int(c) for c in PERMANENT),
+                },
+            },
+            {
+                "action": "Ignore",
+                "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [int(ExitCode.INTERRUPTED)]},
+            },
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        ]
+    }
+
+
+def training_job(owner: Owner, spec: FineTuneJobSpec, settings: OperatorSettings) -> dict[str, Any]:
+    """The batch/v1 Job that runs the trainer (Indexed, one pod per node, when nodes > 1)."""
+    res = spec.resources
+    name = job_name(owner.name)
+    job_labels = {LABEL_QUEUE: res.queue_name} if res.queue_name else {}
+    volumes, mounts = _volumes(owner, spec)
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": settings.trainer_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": trainer_command(owner, spec),
+        "env": _env(spec),
+        "volumeMounts": mounts,
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "File",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if res.nodes > 1:
+        container["ports"] = [{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT}]
+    resources = _resources(spec)
+    if resources:
+        container["resources"] = resources
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": settings.trainer_service_account,
+        "terminationGracePeriodSeconds": settings.termination_grace_seconds,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "fsGroup": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if res.node_selector:
+        pod_spec["nodeSelector"] = dict(res.node_selector)
+    if res.tolerations:
+        pod_spec["tolerations"] = [t.to_k8s() for t in res.tolerations]
+    if res.priority_class_name:
+        pod_spec["priorityClassName"] = res.priority_class_name
+    if res.nodes > 1:
+        pod_spec["subdomain"] = name
+    template_meta: dict[str, Any] = {"labels": {**labels(owner), **job_labels}}
+    if settings.pod_annotations:
+        template_meta["annotations"] = dict(settings.pod_annotations)
+    job_spec: dict[str, Any] = {
+        "backoffLimit": settings.backoff_limit,
+        "activeDeadlineSeconds": res.active_deadline_seconds or settings.active_deadline_seconds,
+        "ttlSecondsAfterFinished": settings.ttl_seconds_after_finished,
+        "podFailurePolicy": pod_failure_policy(),
+        "template": {"metadata": template_meta, "spec": pod_spec},
+    }
+    # With a Kueue queue, Kueue owns spec.suspend (it admits the Job); we only ever ask for a pause.
+    if spec.suspend or not res.queue_name:
+        job_spec["suspend"] = spec.suspend
+    if res.nodes > 1:
+        job_spec.update(completionMode="Indexed", completions=res.nodes, parallelism=res.nodes)
+        job_spec["backoffLimitPerIndex"] = settings.backoff_limit
+        del job_spec["backoffLimit"]
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": _meta(name, owner, job_labels), "spec": job_spec}
+
+
+def rendezvous_service(owner: Owner, spec: FineTuneJobSpec) -> dict[str, Any] | None:
+    """Headless Service giving indexed pods stable DNS names (<job>-<index>.<job>); only for nodes > 1."""
+    if spec.resources.nodes <= 1:
+        return None
+    name = job_name(owner.name)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(name, owner),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {LABEL_JOB: owner.name, LABEL_COMPONENT: "trainer"},
+            "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT}],
+        },
+    }
+
+
+TRAINER_CLUSTER_ROLE = "loraplane-trainer"
+
+
+def trainer_identity(namespace: str, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """The trainer ServiceAccount and its RoleBinding in `namespace` (shared by every run there, no owner)."""
+    meta = {"namespace": namespace, "labels": {LABEL_MANAGED_BY: "loraplane"}}
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": settings.trainer_service_account, **meta},
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": settings.trainer_service_account, **meta},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": TRAINER_CLUSTER_ROLE},
+            "subjects": [{"kind": "ServiceAccount", "name": settings.trainer_service_account, "namespace": namespace}],
+        },
+    ]
+
+
+def children(owner: Owner, spec: FineTuneJobSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """Every child in apply order (the Job last, so its ConfigMap and claims exist when its pods start)."""
+    out: list[dict[str, Any] | None] = [*trainer_identity(owner.namespace, settings)]
+    out += [spec_configmap(owner, spec), store_claim(owner, spec, settings), rendezvous_service(owner, spec)]
+    return [c for c in out if c is not None] + [training_job(owner, spec, settings)]
+
+
+def cleanup_job_name(name: str) -> str:
+    return f"{name}-cleanup"
+
+
+def cleanup_job(owner: Owner, spec: FineTuneJobSpec, settings: OperatorSettings) -> dict[str, Any]:
+    """A Job that removes the adapter directory from an existing claim (retentionPolicy Delete).
+
+    Not owned by the FineTuneJob (it runs while that is being deleted); it expires by TTL.
+    """
+    store = store_claim_name(owner.name, spec)
+    target = output_dir(owner, spec)
+    script = f"import shutil; shutil.rmtree({target!r}, ignore_errors=True)"
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": cleanup_job_name(owner.name),
+            "namespace": owner.namespace,
+            "labels": {LABEL_COMPONENT: "cleanup", LABEL_MANAGED_BY: "loraplane", "loraplane.io/deleted": owner.name},
+        },
+        "spec": {
+            "backoffLimit": 3,
+            "ttlSecondsAfterFinished": 600,
+            "template": {
+                "metadata": {"labels": {LABEL_COMPONENT: "cleanup", LABEL_MANAGED_BY: "loraplane"}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "serviceAccountName": settings.trainer_service_account,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 1000,
+                        "runAsGroup": 1000,
+                        "fsGroup": 1000,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": "cleanup",
+                            "image": settings.trainer_image,
+                            "command": ["python", "-c", script],
+                            "volumeMounts": [{"name": "store", "mountPath": f"{MOUNTS.pvc_root}/{store}"}],
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                        }
+                    ],
+                    "volumes": [{"name": "store", "persistentVolumeClaim": {"claimName": store}}],
+                },
+            },
+        },
+    }

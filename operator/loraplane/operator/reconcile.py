@@ -1,0 +1,223 @@
+"""The one idempotent FineTuneJob reconcile: apply children, observe them, write the status that follows.
+
+Everything it needs is read from the API server, so it can run after any restart, from any trigger
+(the FineTuneJob changed, one of its Pods or its Job changed, or the periodic timer).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from loraplane.api.finetunejob import FineTuneJobSpec, FineTuneJobStatus
+from loraplane.operator import builders, kube, metrics
+from loraplane.operator.builders import LABEL_JOB, Owner
+from loraplane.operator.conditions import Type, get_condition, now
+from loraplane.operator.observe import Snapshot, finetunejob_status
+from loraplane.operator.settings import OperatorSettings
+from loraplane.operator.status import status_patch
+from loraplane.operator.validation import finetunejob_problems
+
+logger = logging.getLogger(__name__)
+
+# post_event(type, reason, message): Normal or Warning Event on the FineTuneJob.
+EventPoster = Callable[[str, str, str], None]
+
+
+@dataclass
+class _Slot:
+    busy: bool = False
+    again: bool = False
+    apply: bool = False
+
+
+_slots: dict[tuple[str, str], _Slot] = {}
+_slots_guard = threading.Lock()
+# Namespaces where the trainer ServiceAccount was applied by this process (re-applied after a restart).
+_identities: set[str] = set()
+
+
+def forget(namespace: str, name: str) -> None:
+    with _slots_guard:
+        _slots.pop((namespace, name), None)
+    metrics.record_phase(namespace, name, None)
+
+
+def is_finished(status: FineTuneJobStatus) -> bool:
+    return any(
+        (c := get_condition(status.conditions, t)) is not None and c.status == "True"
+        for t in (Type.SUCCEEDED, Type.FAILED)
+    )
+
+
+def _apply_children(
+    owner: Owner, spec: FineTuneJobSpec, settings: OperatorSettings, *, new_job: bool
+) -> dict[str, Any]:
+    """Server-side apply every child; returns the Job as the API server holds it after the apply.
+
+    The namespace's trainer identity is applied before every new Job (and once per process otherwise).
+    """
+    if new_job or owner.namespace not in _identities:
+        for obj in builders.trainer_identity(owner.namespace, settings):
+            kube.apply(obj, settings.field_manager)
+        _identities.add(owner.namespace)
+    job: dict[str, Any] = {}
+    for child in builders.children(owner, spec, settings):
+        if child["kind"] in ("ServiceAccount", "RoleBinding"):
+            continue
+        job = kube.apply(child, settings.field_manager)
+    return job
+
+
+def observe(
+    owner: Owner,
+    spec: FineTuneJobSpec | None,
+    generation: int,
+    problems: list[Any],
+    *,
+    job: dict[str, Any] | None = None,
+) -> Snapshot:
+    """Read the children into a snapshot (the Job by its deterministic name, the Pods by label)."""
+    if job is None:
+        job = kube.get("batch/v1", "Job", owner.namespace, builders.job_name(owner.name))
+    if job is not None and not any(ref.get("uid") == owner.uid for ref in job["metadata"].get("ownerReferences", [])):
+        job = None  # a leftover of an earlier object with the same name: not ours
+    pods: list[dict[str, Any]] = []
+    if job is not None:
+        uid = job["metadata"]["uid"]
+        pods = [
+            p
+            for p in kube.list_objects("v1", "Pod", owner.namespace, f"{LABEL_JOB}={owner.name}")
+            if any(ref.get("uid") == uid for ref in p["metadata"].get("ownerReferences", []))
+        ]
+    return Snapshot(
+        generation=generation,
+        problems=problems,
+        suspend=bool(spec.suspend) if spec else False,
+        adapter_uri=builders.adapter_uri(owner, spec) if spec else "",
+        job=job,
+        pods=pods,
+        base_model=spec.base_model.uri if spec else "",
+    )
+
+
+def _transition_event(old: FineTuneJobStatus, new: FineTuneJobStatus) -> tuple[str, str, str] | None:
+    """The Event a status change deserves (one per transition of phase or explaining reason)."""
+    for type_ in (Type.FAILED, Type.SUCCEEDED):
+        before, after = get_condition(old.conditions, type_), get_condition(new.conditions, type_)
+        if after is not None and after.status == "True" and (before is None or before.status != "True"):
+            return ("Warning" if type_ == Type.FAILED else "Normal", after.reason, after.message)
+    before, after = get_condition(old.conditions, Type.RUNNING), get_condition(new.conditions, Type.RUNNING)
+    if after is not None and (old.phase != new.phase or before is None or before.reason != after.reason):
+        warning = after.status == "False" and after.reason not in ("Pending", "JobCreating", "Suspended", "Queued")
+        return ("Warning" if warning else "Normal", after.reason, f"{new.phase}: {after.message}")
+    return None
+
+
+def reconcile(
+    body: Mapping[str, Any],
+    settings: OperatorSettings,
+    post_event: EventPoster,
+    *,
+    apply_children: bool = True,
+) -> FineTuneJobStatus | None:
+    """Converge one FineTuneJob. Idempotent; returns the status it wrote (or found already correct).
+
+    Triggers for one object coalesce: while a reconcile runs, further triggers only ask it to go round
+    once more (re-reading everything), and return None at once. Nothing is lost: every round starts
+    from what the API server holds.
+    """
+    meta = body["metadata"]
+    namespace, name = str(meta["namespace"]), str(meta["name"])
+    with _slots_guard:
+        slot = _slots.setdefault((namespace, name), _Slot())
+        slot.apply = slot.apply or apply_children
+        if slot.busy:
+            slot.again = True
+            return None
+        slot.busy = True
+    result: FineTuneJobStatus | None = None
+    try:
+        while True:
+            with _slots_guard:
+                apply, slot.apply, slot.again = slot.apply, False, False
+            result = _reconcile_once(meta, settings, post_event, apply_children=apply)
+            with _slots_guard:
+                if not slot.again:
+                    slot.busy = False
+                    return result
+    except BaseException:
+        with _slots_guard:
+            slot.busy = False
+        raise
+
+
+def _reconcile_once(
+    meta: Mapping[str, Any], settings: OperatorSettings, post_event: EventPoster, *, apply_children: bool
+) -> FineTuneJobStatus | None:
+    namespace, name = str(meta["namespace"]), str(meta["name"])
+    started = time.monotonic()
+    try:
+        # Read fresh: the body a trigger carried may be older than what another trigger wrote.
+        fresh = kube.get("loraplane.io/v1alpha1", "FineTuneJob", namespace, name)
+        if fresh is None or fresh["metadata"].get("uid") != meta.get("uid"):
+            return None
+        return _reconcile_locked(fresh, settings, post_event, apply_children=apply_children)
+    except Exception:
+        metrics.RECONCILE_ERRORS.labels(kind="FineTuneJob").inc()
+        raise
+    finally:
+        metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+
+
+def _reconcile_locked(
+    obj: dict[str, Any], settings: OperatorSettings, post_event: EventPoster, *, apply_children: bool
+) -> FineTuneJobStatus:
+    meta = obj["metadata"]
+    owner = Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+    generation = int(meta.get("generation") or 0)
+    raw_status = dict(obj.get("status") or {})
+    current = FineTuneJobStatus.model_validate(raw_status)
+    problems = finetunejob_problems(dict(obj.get("spec") or {}))
+    spec = None if problems else FineTuneJobSpec.model_validate(obj["spec"])
+    applied_job: dict[str, Any] | None = None
+    if spec is not None and not is_finished(current):
+        # status.jobName is set once the Job was observed; until then every trigger (re)applies.
+        new_job = current.job_name is None
+        if apply_children or new_job:
+            applied_job = _apply_children(owner, spec, settings, new_job=new_job)
+    snap = observe(owner, spec, generation, problems, job=applied_job)
+    desired = finetunejob_status(current, snap, now())
+    change = status_patch(raw_status, desired)
+    if change:
+        kube.patch_status("loraplane.io/v1alpha1", "FineTuneJob", owner.namespace, owner.name, change)
+        event = _transition_event(current, desired)
+        if event is not None:
+            post_event(*event)
+        logger.info("%s/%s: phase %s -> %s", owner.namespace, owner.name, current.phase, desired.phase)
+    metrics.record_phase(owner.namespace, owner.name, desired.phase)
+    return desired
+
+
+def delete_artifact(body: Mapping[str, Any], settings: OperatorSettings) -> str | None:
+    """retentionPolicy Delete: make the adapter go away. None when done, else what is still awaited.
+
+    A claim the operator created is owned by the FineTuneJob, so garbage collection removes it. On an
+    existing claim a cleanup Job removes the run's directory; deletion waits until it completes.
+    """
+    spec = FineTuneJobSpec.model_validate(body["spec"])
+    meta = body["metadata"]
+    owner = Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+    if not spec.output.storage_claim:
+        return None
+    job = kube.apply(builders.cleanup_job(owner, spec, settings), settings.field_manager)
+    conditions = {c.get("type"): c.get("status") for c in (job.get("status") or {}).get("conditions") or []}
+    if conditions.get("Complete") == "True":
+        return None
+    if conditions.get("Failed") == "True":
+        raise RuntimeError(f"cleanup Job {job['metadata']['name']} failed; the adapter directory is left in place")
+    return f"waiting for cleanup Job {job['metadata']['name']}"

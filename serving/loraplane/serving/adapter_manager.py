@@ -1,0 +1,175 @@
+"""Make the set of adapters loaded on each vLLM replica equal to the desired set.
+
+Level-triggered: every :meth:`AdapterManager.reconcile` observes the replica through /v1/models and then
+loads what is missing and unloads what is extra, so a restarted replica (which lists no adapters) gets
+them back on the next call. Before loading, the adapter's files are checked against its result.json;
+before unloading, the router stops sending it new requests and in-flight ones finish (bounded wait).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Protocol, TypeVar
+
+from loraplane.api.artifact import RESULT_FILE, adapter_digest, verify
+from loraplane.serving.vllm_client import ReplicaUnavailable, VllmClient, VllmError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DesiredAdapter:
+    name: str  # lora_name on vLLM (a concrete version, e.g. "medical-v3" or "medical@<sha12>")
+    path: str  # adapter directory (PEFT dir + result.json)
+    sha256: str | None = None  # expected adapter digest (result.json adapter.sha256); None = trust result.json's own
+
+
+@dataclass(frozen=True)
+class ReplicaReport:
+    replica: str
+    healthy: bool
+    loaded: frozenset[str]
+    errors: Mapping[str, str]  # adapter name -> message
+
+
+class RoutingHooks(Protocol):
+    """Implemented by the router's state."""
+
+    def observed(self, replica: str, loaded: frozenset[str], healthy: bool) -> None: ...
+    def stop_routing(self, replica: str, adapter: str) -> None: ...
+    async def wait_idle(self, replica: str, adapter: str, timeout: float) -> bool: ...
+
+
+class NoRouting:
+    """RoutingHooks for standalone use (no router in front): nothing to drain."""
+
+    def observed(self, replica: str, loaded: frozenset[str], healthy: bool) -> None:
+        return None
+
+    def stop_routing(self, replica: str, adapter: str) -> None:
+        return None
+
+    async def wait_idle(self, replica: str, adapter: str, timeout: float) -> bool:
+        return True
+
+
+class AdapterRefused(Exception):
+    """The adapter directory does not match its result.json (tampered, incomplete or missing)."""
+
+
+def check_adapter(adapter: DesiredAdapter) -> None:
+    """Raise :class:`AdapterRefused` unless every file matches result.json and the digest is the expected one."""
+    directory = Path(adapter.path)
+    if not directory.is_dir():
+        raise AdapterRefused(f"adapter directory {adapter.path} does not exist")
+    problems = verify(directory)
+    if problems:
+        raise AdapterRefused(f"adapter {adapter.path} does not match its {RESULT_FILE}: {'; '.join(problems[:5])}")
+    recorded = json.loads((directory / RESULT_FILE).read_text())["adapter"]
+    digest = adapter_digest(recorded["files"])
+    claimed = recorded.get("sha256")
+    if claimed is not None and claimed != digest:
+        raise AdapterRefused(f"{RESULT_FILE} adapter.sha256 {claimed} does not match its file list ({digest})")
+    if adapter.sha256 is not None and adapter.sha256 != digest:
+        raise AdapterRefused(f"adapter {adapter.path} is version {digest}, expected {adapter.sha256}")
+
+
+class AdapterManager:
+    """Loads and unloads adapters through :class:`VllmClient` until each replica holds exactly the desired set."""
+
+    def __init__(
+        self,
+        client: VllmClient,
+        hooks: RoutingHooks,
+        *,
+        drain_timeout: float = 30.0,
+        attempts: int = 4,
+        backoff: float = 0.5,
+    ) -> None:
+        self._client = client
+        self._hooks = hooks
+        self._drain_timeout = drain_timeout
+        self._attempts = max(1, attempts)
+        self._backoff = backoff
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    def _lock(self, replica: str, name: str) -> asyncio.Lock:
+        return self._locks.setdefault((replica, name), asyncio.Lock())
+
+    async def _retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Retry `call` on connection errors and 5xx with exponential backoff; other errors pass through."""
+        for attempt in range(1, self._attempts + 1):
+            try:
+                return await call()
+            except ReplicaUnavailable as exc:
+                if attempt == self._attempts:
+                    raise
+                delay = self._backoff * 2 ** (attempt - 1)
+                logger.info("%s failed (%s); retry %s/%s in %.1fs", what, exc, attempt, self._attempts - 1, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _load(self, replica: str, adapter: DesiredAdapter) -> None:
+        async with self._lock(replica, adapter.name):
+            await asyncio.to_thread(check_adapter, adapter)
+            await self._retry(
+                f"load {adapter.name} on {replica}",
+                lambda: self._client.load_adapter(replica, adapter.name, adapter.path),
+            )
+
+    async def _unload(self, replica: str, name: str) -> None:
+        async with self._lock(replica, name):
+            self._hooks.stop_routing(replica, name)
+            if not await self._hooks.wait_idle(replica, name, self._drain_timeout):
+                logger.warning(
+                    "adapter %s on %s still busy after %ss; unloading anyway", name, replica, self._drain_timeout
+                )
+            await self._retry(f"unload {name} on {replica}", lambda: self._client.unload_adapter(replica, name))
+
+    async def reconcile(self, replica: str, desired: Mapping[str, DesiredAdapter]) -> ReplicaReport:
+        """Load the missing and unload the extra adapters on `replica`; report what it holds afterwards."""
+        wanted = {adapter.name: adapter for adapter in desired.values()}
+        try:
+            before = await self._retry(f"observe {replica}", lambda: self._client.list_models(replica))
+        except VllmError as exc:
+            logger.warning("replica %s unavailable: %s", replica, exc)
+            self._hooks.observed(replica, frozenset(), False)
+            return ReplicaReport(replica, False, frozenset(), MappingProxyType(dict.fromkeys(wanted, str(exc))))
+
+        errors: dict[str, str] = {}
+        loads = [name for name in wanted if name not in before]
+        unloads = [name for name in before if name not in wanted]
+        outcomes = await asyncio.gather(
+            *(self._load(replica, wanted[name]) for name in loads),
+            *(self._unload(replica, name) for name in unloads),
+            return_exceptions=True,
+        )
+        for name, outcome in zip([*loads, *unloads], outcomes, strict=True):
+            if isinstance(outcome, AdapterRefused | VllmError):
+                logger.warning("adapter %s on %s: %s", name, replica, outcome)
+                errors[name] = str(outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+
+        try:
+            loaded = await self._retry(f"observe {replica}", lambda: self._client.list_models(replica))
+            healthy = True
+        except VllmError as exc:
+            logger.warning("replica %s unavailable after reconcile: %s", replica, exc)
+            loaded, healthy = frozenset(), False
+            for name in wanted:
+                errors.setdefault(name, str(exc))
+        self._hooks.observed(replica, loaded, healthy)
+        return ReplicaReport(replica, healthy, loaded, MappingProxyType(errors))
+
+    async def reconcile_all(self, desired: Mapping[str, Mapping[str, DesiredAdapter]]) -> list[ReplicaReport]:
+        """Reconcile every replica (replica URL -> its desired set) concurrently; reports in the same order."""
+        return list(await asyncio.gather(*(self.reconcile(replica, wanted) for replica, wanted in desired.items())))

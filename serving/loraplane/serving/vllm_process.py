@@ -1,0 +1,140 @@
+"""Run one local vLLM server from a :class:`~loraplane.serving.vllm_args.VllmLaunch` (local mode and tests)."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from loraplane.serving.vllm_args import HEALTH_PATH, VllmLaunch
+
+logger = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: SIGKILL the server when the process that started it dies (no orphaned vLLM after a killed test run)."""
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class VllmStartError(RuntimeError):
+    """vLLM exited or did not become healthy in time; the message ends with the tail of its log."""
+
+
+def log_tail(path: Path, chars: int = 4000) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - chars))
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+class VllmProcess:
+    """A vLLM server process: start (and wait until /health answers), stop, kill, restart."""
+
+    def __init__(self, launch: VllmLaunch, log_path: Path, *, start_timeout: float = 600.0) -> None:
+        self.launch = launch
+        self.log_path = log_path
+        self.start_timeout = start_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return self.launch.url
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def spawn(self) -> None:
+        """Start the process without waiting (pair with :meth:`wait_ready`, e.g. to start replicas concurrently)."""
+        if self.running():
+            return
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                list(self.launch.argv),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.launch.env},
+                start_new_session=True,  # its own process group: stop() reaches every child
+                # the kernel's parent-death signal follows the spawning *thread*: only tie it to the main thread
+                preexec_fn=_die_with_parent if threading.current_thread() is threading.main_thread() else None,
+            )
+        logger.info("started vLLM pid %s on %s (log %s)", self._proc.pid, self.url, self.log_path)
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + HEALTH_PATH, timeout=2) as resp:
+                return bool(resp.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (self.start_timeout if timeout is None else timeout)
+        while time.monotonic() < deadline:
+            if self._proc is None or self._proc.poll() is not None:
+                code = None if self._proc is None else self._proc.returncode
+                raise VllmStartError(f"vLLM exited with {code} before becoming healthy:\n{log_tail(self.log_path)}")
+            if self.healthy():
+                return
+            time.sleep(0.5)
+        self.stop()
+        raise VllmStartError(f"vLLM not healthy after {timeout or self.start_timeout:.0f}s:\n{log_tail(self.log_path)}")
+
+    def start(self) -> None:
+        self.spawn()
+        self.wait_ready()
+
+    def stop(self, grace: float = 20.0) -> int | None:
+        """SIGTERM, wait up to `grace` seconds, then SIGKILL; returns the exit code (None if never started)."""
+        proc = self._proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            self._signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                logger.warning("vLLM pid %s ignored SIGTERM for %ss; killing it", proc.pid, grace)
+                self._signal(signal.SIGKILL)
+                proc.wait(timeout=30)
+        return proc.returncode
+
+    def kill(self) -> int | None:
+        """SIGKILL at once (a crashed replica)."""
+        proc = self._proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            self._signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        return proc.returncode
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def _signal(self, sig: signal.Signals) -> None:
+        assert self._proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._proc.pid, sig)
