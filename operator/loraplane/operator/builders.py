@@ -56,6 +56,17 @@ class Owner:
         }
 
 
+def restricted_pod_security() -> dict[str, Any]:
+    """Pod-level securityContext of every pod the operator creates (restricted Pod Security Standard)."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "fsGroup": 1000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 def job_name(name: str) -> str:
     return f"{name}-train"
 
@@ -274,13 +285,7 @@ def training_job(owner: Owner, spec: FineTuneJobSpec, settings: OperatorSettings
         "restartPolicy": "Never",
         "serviceAccountName": settings.trainer_service_account,
         "terminationGracePeriodSeconds": settings.termination_grace_seconds,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 1000,
-            "runAsGroup": 1000,
-            "fsGroup": 1000,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": restricted_pod_security(),
         "containers": [container],
         "volumes": volumes,
     }
@@ -387,13 +392,7 @@ def cleanup_job(owner: Owner, spec: FineTuneJobSpec, settings: OperatorSettings)
                 "spec": {
                     "restartPolicy": "Never",
                     "serviceAccountName": settings.trainer_service_account,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": 1000,
-                        "runAsGroup": 1000,
-                        "fsGroup": 1000,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    "securityContext": restricted_pod_security(),
                     "containers": [
                         {
                             "name": "cleanup",
