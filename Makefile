@@ -23,8 +23,8 @@ manifests: venv ## Regenerate manifests/crds/ from the pydantic models
 .PHONY: lint
 lint: venv ## ruff + mypy (configured in pyproject.toml) + CRDs up to date
 	@$(PY) -m ruff check .
-	@$(PY) -m ruff format --check operator trainer_image serving tests bench
-	@$(PY) -m mypy -p loraplane.api -p loraplane.operator -p loraplane.trainer -p loraplane.serving
+	@$(PY) -m ruff format --check operator trainer_image serving cli tests bench
+	@$(PY) -m mypy -p loraplane.api -p loraplane.operator -p loraplane.trainer -p loraplane.serving -p loraplane.cli
 	@$(PY) -m mypy bench
 	@$(PY) -m loraplane.api.crdgen --check
 
@@ -54,5 +54,9 @@ run-operator: venv ## Run the operator locally against the current KUBECONFIG
 	@$(PY) -m loraplane.operator
 
 .PHONY: demo
-demo: venv control-plane ## Cluster quickstart: control plane up, CRDs + operator, samples applied and accepted
+demo: venv ## Local mode: train the medical and finance adapters, compare with the base model, serve them, ask each
+	@$(VENV)/bin/loraplane demo
+
+.PHONY: cluster-demo
+cluster-demo: venv control-plane ## Cluster quickstart: control plane up, CRDs + operator, samples applied and accepted
 	@hack/demo.sh

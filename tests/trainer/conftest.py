@@ -1,4 +1,4 @@
-"""Fixtures for trainer tests: a tiny Llama built from a config and a learnable toy dataset."""
+"""Fixtures for trainer tests: training specs over the tiny model and toy data (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,33 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.trainer.tiny import build_tiny_llama, build_tokenizer
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer Llama (head_dim 32) with a tokenizer trained on the fly, saved as a plain checkpoint."""
-    root = tmp_path_factory.mktemp("tiny-model")
-    tokenizer = build_tokenizer(root / "tokenizer")
-    return build_tiny_llama(root / "model", tokenizer)
-
-
-@pytest.fixture(scope="session")
-def toy_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """120 Alpaca records with a short scorable answer."""
-    path = tmp_path_factory.mktemp("data") / "toy.jsonl"
-    records = [
-        {
-            "instruction": f"What is the code for item {i}?",
-            "input": "",
-            "output": f"The code is E{i % 12}.",
-            "answer": f"E{i % 12}",
-        }
-        for i in range(120)
-    ]
-    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
-    return path
 
 
 @pytest.fixture

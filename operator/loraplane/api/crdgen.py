@@ -5,7 +5,7 @@ The models are the single source of truth. This module turns pydantic's JSON Sch
 OpenAPI 3.0 form, `default: {}` on nested objects so the API server fills in nested defaults, and the
 `x-kubernetes-*` hints and CEL rules declared next to the fields carried over.
 
-    python -m loraplane.api.crdgen            # write manifests/crds/
+    python -m loraplane.api.crdgen            # write manifests/crds/ and docs/crd-reference.md
     python -m loraplane.api.crdgen --check    # exit 1 if the committed files differ
 """
 
@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from loraplane.api import crddoc
 from loraplane.api.common import CATEGORY, GROUP, VERSION, CrdInfo
 from loraplane.api.finetunejob import FineTuneJob, FineTuneJobSpec, FineTuneJobStatus
 from loraplane.api.modelserver import ModelServer, ModelServerSpec, ModelServerStatus
@@ -158,19 +159,26 @@ def render_all() -> dict[str, str]:
     }
 
 
+def render_docs() -> str:
+    """The Markdown CRD reference."""
+    return crddoc.render([crd(info, spec, status) for info, spec, status in RESOURCES])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, default=Path("manifests/crds"), help="output directory")
+    parser.add_argument("--docs", type=Path, default=Path("docs"), help="where crd-reference.md goes")
     parser.add_argument("--check", action="store_true", help="fail if the files on disk differ")
     args = parser.parse_args(argv)
     stale = []
-    for name, text in render_all().items():
-        path = args.out / name
+    outputs = {args.out / name: text for name, text in render_all().items()}
+    outputs[args.docs / crddoc.DOC_FILE] = render_docs()
+    for path, text in outputs.items():
         if args.check:
             if not path.exists() or path.read_text(encoding="utf-8") != text:
                 stale.append(str(path))
         else:
-            args.out.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
     if stale:
         sys.stderr.write(f"stale CRDs, run `make manifests`: {', '.join(stale)}\n")

@@ -154,22 +154,40 @@ class ModelServerSpec(K8sModel):
 
 
 class ResolvedAdapter(K8sModel):
-    """The concrete version behind a public name."""
+    """The concrete version behind a public name, as the controller resolved it from spec.adapters[]."""
 
-    name: str
-    fine_tune_job: str | None = None
-    uri: str = ""
-    sha256: str = ""
+    name: Annotated[str, Field(description="Public model name.")]
+    fine_tune_job: Annotated[
+        str | None, Field(description="FineTuneJob of the stable version (namespace/name when not our own).")
+    ] = None
+    uri: Annotated[str, Field(description="Adapter artifact of the stable version.")] = ""
+    sha256: Annotated[str, Field(description="Digest of the stable version (empty when the source gives none).")] = ""
+    version: Annotated[
+        str, Field(description="Name the stable version is loaded under on vLLM (<name>-<sha256[:12]>).")
+    ] = ""
     canary_fine_tune_job: str | None = None
     canary_uri: str | None = None
-    canary_weight: int | None = None
+    canary_sha256: str | None = None
+    canary_version: str | None = None
+    canary_weight: Annotated[int | None, Field(ge=0, le=100)] = None
+    served: Annotated[
+        bool, Field(description="Routed by the router and loaded on every ready replica at the desired version.")
+    ] = False
+    message: Annotated[
+        str, Field(max_length=1024, description="Why the served version differs from what spec asks (drift).")
+    ] = ""
 
 
 class ReplicaAdapters(K8sModel):
-    """Adapters loaded on one replica."""
+    """Adapters loaded on one replica (as the router's adapter manager last observed them)."""
 
     pod: str
+    url: str = ""
+    healthy: bool = False
     loaded: list[str] = Field(default_factory=list)
+    errors: Annotated[list[str], Field(description="adapter: message, for adapters that failed to load.")] = Field(
+        default_factory=list
+    )
 
 
 class ModelServerStatus(K8sModel):
@@ -182,6 +200,9 @@ class ModelServerStatus(K8sModel):
     adapters: list[ResolvedAdapter] = Field(default_factory=list)
     replica_adapters: list[ReplicaAdapters] = Field(default_factory=list)
     adapter_summary: Annotated[str, Field(max_length=1024, description="name=version list, for kubectl get.")] = ""
+    router_key: Annotated[str, Field(description="This server's entry in the router's table (<namespace>.<name>).")] = (
+        ""
+    )
 
 
 class ModelServer(K8sModel):

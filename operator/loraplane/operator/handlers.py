@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, cast
 
 import kopf
 
 from loraplane.api.common import GROUP, VERSION
-from loraplane.api.lora_rules import Problem
+from loraplane.api.modelserver import ModelServerSpec
 from loraplane.operator import builders, kube, metrics
+from loraplane.operator import modelserver_reconcile as ms_reconcile
 from loraplane.operator import reconcile as reconcile_mod
-from loraplane.operator import status as status_fns
-from loraplane.operator.conditions import Reason, Type, get_condition, now
+from loraplane.operator.conditions import Reason, Type, get_condition
+from loraplane.operator.modelserver_builders import LABEL_SERVER
+from loraplane.operator.modelserver_resolve import Claim, source_namespaces
+from loraplane.operator.router_client import RouterError
 from loraplane.operator.settings import OperatorSettings
-from loraplane.operator.validation import modelserver_problems
 
 SETTINGS_KEY = "loraplane_settings"
 RESYNC_SECONDS = 30.0
@@ -51,35 +53,6 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # Handlers are synchronous and wait on the API server: more threads, not more CPU.
     settings.execution.max_workers = cfg.max_workers
     metrics.serve(cfg.metrics_port, cfg.liveness_host)
-
-
-def _admit(
-    *,
-    body: kopf.Body,
-    spec: Mapping[str, Any],
-    status: Mapping[str, Any],
-    meta: Mapping[str, Any],
-    patch: kopf.Patch,
-    logger: logging.Logger | logging.LoggerAdapter[Any],
-    problems_of: Callable[[dict[str, Any]], list[Problem]],
-    status_of: Callable[..., Any],
-) -> None:
-    """Validate the spec and write Accepted (or Failed/InvalidSpec); patch only what changed."""
-    generation = int(meta.get("generation", 0))
-    current = dict(status)
-    if current.get("observedGeneration") == generation and current.get("conditions"):
-        return  # already judged this generation (e.g. after an operator restart): nothing to redo
-    problems = problems_of(dict(spec))
-    desired = status_of(current, generation, problems, now())
-    change = status_fns.status_patch(current, desired)
-    if change:
-        patch.status.update(change)
-    if problems:
-        message = status_fns.problems_message(problems)
-        kopf.warn(body, reason=Reason.INVALID_SPEC, message=message)
-        raise kopf.PermanentError(f"invalid spec: {message}")
-    kopf.info(body, reason=Type.ACCEPTED, message=f"spec is valid (generation {generation})")
-    logger.info("Accepted (generation %s)", generation)
 
 
 def _poster(body: Mapping[str, Any]) -> reconcile_mod.EventPoster:
@@ -170,25 +143,129 @@ def finetunejob_deleted(namespace: str | None, name: str | None, **_: Any) -> No
         reconcile_mod.forget(namespace, name)
 
 
+# ---------------------------------------------------------------------------------------------- ModelServer
+#
+# One idempotent reconcile (modelserver_reconcile) behind every trigger: the ModelServer changed (or the
+# operator started), one of its vLLM pods changed, a FineTuneJob it may serve finished (promotion by
+# selector), and a periodic resync (the router restarted, a replica restarted and must be reloaded).
+# Two kopf indices, rebuilt from the API at start-up, answer the cross-object questions.
+
+MS_RESYNC_SECONDS = 10.0
+MS_PUBLIC_NAMES = "modelserver_public_names"
+MS_SOURCES = "modelserver_sources"
+
+
+@kopf.index(GROUP, VERSION, "modelservers")
+def modelserver_public_names(
+    namespace: str | None, name: str | None, spec: kopf.Spec, meta: kopf.Meta, **_: Any
+) -> dict[str, Claim]:
+    """Public name -> every ModelServer claiming it (the oldest owns it: names are global in the router)."""
+    claim = Claim(str(meta.get("creationTimestamp") or ""), namespace or "", name or "")
+    return {str(a["name"]): claim for a in spec.get("adapters") or [] if isinstance(a, Mapping) and a.get("name")}
+
+
+@kopf.index(GROUP, VERSION, "modelservers")
+def modelserver_sources(
+    namespace: str | None, name: str | None, spec: kopf.Spec, **_: Any
+) -> dict[str, tuple[str, str]]:
+    """Namespace of FineTuneJobs -> the ModelServers whose sources may name them."""
+    try:
+        parsed = ModelServerSpec.model_validate(dict(spec))
+    except ValueError:
+        return {}
+    return {ns: (namespace or "", name or "") for ns in source_namespaces(parsed, namespace or "")}
+
+
+def _claims(kwargs: Mapping[str, Any]) -> dict[str, list[Claim]] | None:
+    index = kwargs.get(MS_PUBLIC_NAMES)
+    if index is None:
+        return None
+    return {str(key): list(index[key]) for key in index}
+
+
+def _ms_post(obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+    """Events on a ModelServer through kopf's poster (it fills in the involved object from the body)."""
+    kopf.event(cast(kopf.Body, obj), type=type_, reason=reason, message=message)
+
+
+def _ms_reconcile(
+    namespace: str, name: str, memo: kopf.Memo, kwargs: Mapping[str, Any], *, apply: bool
+) -> ms_reconcile.Outcome | None:
+    return ms_reconcile.reconcile(
+        namespace,
+        name,
+        _settings(memo),
+        _ms_post,
+        claims=_claims(kwargs),
+        apply_children=apply,
+    )
+
+
 @kopf.on.resume(GROUP, VERSION, "modelservers")
 @kopf.on.create(GROUP, VERSION, "modelservers")
 @kopf.on.update(GROUP, VERSION, "modelservers", field="spec")
-def modelserver_admission(
-    body: kopf.Body,
-    spec: kopf.Spec,
-    status: kopf.Status,
-    meta: kopf.Meta,
-    patch: kopf.Patch,
-    logger: kopf.Logger,
-    **_: Any,
+def modelserver_reconcile(
+    namespace: str | None, name: str | None, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any
 ) -> None:
-    _admit(
-        body=body,
-        spec=spec,
-        status=status,
-        meta=meta,
-        patch=patch,
-        logger=logger,
-        problems_of=modelserver_problems,
-        status_of=status_fns.modelserver_admission_status,
+    """Admission and reconcile in one: an invalid spec is a permanent error (Accepted=False, Degraded)."""
+    if not namespace or not name:
+        return
+    outcome = _ms_reconcile(namespace, name, memo, kwargs, apply=True)
+    if outcome is not None and outcome.invalid:
+        raise kopf.PermanentError(f"invalid spec: {outcome.invalid}")
+    if outcome is not None:
+        logger.info("reconciled: %s", outcome.status.adapter_summary or "no adapters")
+
+
+@kopf.timer(GROUP, VERSION, "modelservers", interval=MS_RESYNC_SECONDS, initial_delay=MS_RESYNC_SECONDS)
+def modelserver_resync(namespace: str | None, name: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Level-triggered safety net: re-read everything (router restarts, replica restarts, missed events)."""
+    if namespace and name:
+        _ms_reconcile(namespace, name, memo, kwargs, apply=True)
+
+
+def _finished_job(status: kopf.Status, type: str | None, **_: Any) -> bool:
+    """A FineTuneJob event that can change what a ModelServer resolves: finished, or deleted."""
+    if type is None:  # the initial listing: the ModelServers' own resume pass covers start-up
+        return False
+    if type == "DELETED":
+        return True
+    return any(
+        c.get("type") in (Type.SUCCEEDED, Type.FAILED) and c.get("status") == "True"
+        for c in status.get("conditions") or []
     )
+
+
+@kopf.on.event(GROUP, VERSION, "finetunejobs", when=_finished_job)
+def finetunejob_settled_for_modelservers(namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A FineTuneJob finished (or went away): the ModelServers that may serve it re-resolve (promotion)."""
+    index = kwargs.get(MS_SOURCES)
+    if not namespace or index is None or namespace not in index:
+        return
+    for ms_namespace, ms_name in sorted(set(index[namespace])):
+        _ms_reconcile(ms_namespace, ms_name, memo, kwargs, apply=True)
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_SERVER: kopf.PRESENT, builders.LABEL_COMPONENT: "vllm"})
+def modelserver_pod_changed(
+    namespace: str | None, labels: kopf.Labels, type: str | None, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """A vLLM pod changed (ready, gone, endpoint): the route's replica list follows."""
+    name = labels.get(LABEL_SERVER)
+    if type is None or not namespace or not name:
+        return
+    _ms_reconcile(namespace, name, memo, kwargs, apply=False)
+
+
+@kopf.on.delete(GROUP, VERSION, "modelservers", retries=5, backoff=3)
+def modelserver_deleted(
+    namespace: str | None, name: str | None, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
+    """Remove the server's route from the router (children go by garbage collection)."""
+    if not namespace or not name:
+        return
+    try:
+        removed = ms_reconcile.forget(namespace, name, _settings(memo))
+    except RouterError as exc:
+        raise kopf.TemporaryError(f"router: {exc}", delay=3) from exc
+    logger.info("route %s removed from the router: %s", ms_reconcile.router_key(namespace, name), removed)

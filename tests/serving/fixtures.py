@@ -1,6 +1,8 @@
 """Shared serving fixtures: a tiny Llama vLLM can load, random-weight LoRA adapters, two real vLLM replicas.
 
-Names are a contract with the router tests: `tiny_base`, `make_adapter`, `tiny_adapters`, `vllm_pair`.
+Registered for the whole suite by `pytest_plugins` in tests/conftest.py, so every test directory shares one
+session-scoped `vllm_pair` (the router, adapter manager and ModelServer end-to-end tests). Names:
+`tiny_base`, `make_adapter`, `tiny_adapters`, `vllm_pair`, `replicas_up`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from loraplane.api.modelserver import VllmSpec
 from loraplane.serving.vllm_args import ServedModel, build_args, cpu_profile
 from loraplane.serving.vllm_process import VllmProcess
 from tests.kube_harness import free_port
-from tests.trainer.tiny import build_tiny_llama, build_tokenizer
 
 BASE_NAME = "base"
 ADAPTER_RANK = 8
@@ -36,11 +37,9 @@ MakeAdapter = Callable[..., Path]
 
 
 @pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer random Llama (head_dim 32) with a ChatML tokenizer, saved as a plain checkpoint."""
-    root = tmp_path_factory.mktemp("tiny-base")
-    tokenizer = build_tokenizer(root / "tokenizer")
-    return build_tiny_llama(root / "model", tokenizer)
+def tiny_base(tiny_model: Path) -> Path:
+    """The suite's tiny Llama (tests/conftest.py `tiny_model`): 2 layers, head_dim 32, a ChatML tokenizer."""
+    return tiny_model
 
 
 def write_adapter(base: Path, dest: Path, *, name: str, seed: int, rank: int = ADAPTER_RANK) -> Path:

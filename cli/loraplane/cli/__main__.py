@@ -1,0 +1,3 @@
+from loraplane.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,179 @@
+"""`loraplane run FILE.yaml`: one FineTuneJob on this machine, with a progress bar.
+
+The YAML is rendered into the same training spec the operator puts in the ConfigMap
+(`TrainerSpec.from_finetunejob`) and the trainer runs as a child process, exactly as in the pod: same
+command, same exit codes, same result.json. Its log goes to `<store>/.runs/<name>/train.log`; the bar is
+drawn from the machine-readable progress lines. Ctrl-C asks the trainer to checkpoint and stop
+(exit 18); the same `run` again resumes from that checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from loraplane.api.exit_codes import ExitCode
+from loraplane.api.finetunejob import FineTuneJobSpec
+from loraplane.api.trainer_spec import Mounts, TrainerSpec
+from loraplane.cli.manifest import load_finetunejob
+from loraplane.cli.store import AdapterStore
+from loraplane.trainer.result import spec_hash
+
+PROGRESS_PREFIX = "LORAPLANE_PROGRESS "
+SPEC_FILE = "trainer-spec.json"
+LOG_FILE = "train.log"
+TERMINATION_FILE = "termination.json"
+
+
+def local_trainer_spec(
+    name: str, spec: FineTuneJobSpec, *, store: AdapterStore, cache: Path, pvc_root: Path
+) -> TrainerSpec:
+    """The training spec for local mode: output in the store, pvc://CLAIM/PATH read from PVC_ROOT/CLAIM/PATH."""
+    return TrainerSpec.from_finetunejob(
+        name,
+        "local",
+        spec,
+        output_dir=str(store.dir_for(name)),
+        cache_dir=str(cache),
+        mounts=Mounts(pvc_root=str(pvc_root), configmap_root=str(pvc_root / "configmaps")),
+    )
+
+
+def parse_progress(line: str) -> dict[str, Any] | None:
+    """The record of one `LORAPLANE_PROGRESS {...}` line; None for any other line."""
+    if not line.startswith(PROGRESS_PREFIX):
+        return None
+    try:
+        record = json.loads(line[len(PROGRESS_PREFIX) :])
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def describe(record: dict[str, Any]) -> str:
+    parts = [f"epoch {record.get('epoch', 0):.2f}"]
+    if "loss" in record:
+        parts.append(f"loss {record['loss']:.3f}")
+    parts.append(f"{record.get('tokens_per_second', 0):.0f} tok/s")
+    return "  ".join(parts)
+
+
+@dataclass
+class RunOutcome:
+    name: str
+    code: int
+    adapter_dir: Path
+    message: str = ""
+
+
+def _follow(lines: Iterable[str], progress: Progress, task: Any, log: TextIO, console: Console) -> None:
+    """Move the bar with each progress line; once training is done, show that evaluation is running.
+
+    Without a terminal (CI, `| tee`) the bar cannot redraw, so a plain line is printed every 30 s instead.
+    """
+    last_line = time.monotonic()
+    for line in lines:
+        record = parse_progress(line)
+        if record is None:
+            log.write(line)
+            continue
+        total, step = int(record.get("total") or 0), int(record.get("step") or 0)
+        progress.update(task, total=total or None, completed=step, info=describe(record))
+        if not console.is_terminal and (time.monotonic() - last_line >= 30 or step >= total):
+            eta = record.get("eta_seconds")
+            console.print(f"  step {step}/{total}  {describe(record)}" + (f"  eta {eta}s" if eta else ""))
+            last_line = time.monotonic()
+        if total and step >= total:
+            progress.update(task, description="evaluating base vs adapter")
+
+
+def run_job(
+    path: Path,
+    *,
+    store: AdapterStore,
+    cache: Path,
+    pvc_root: Path,
+    console: Console,
+    force: bool = False,
+    python: str = sys.executable,
+) -> RunOutcome:
+    """Train the FineTuneJob in `path` into the store; exit code is the trainer's (see loraplane.api.exit_codes).
+
+    Like `kubectl apply`, running an unchanged spec again is a no-op: an adapter whose result.json records
+    the same spec hash is kept (unless `force`).
+    """
+    name, spec = load_finetunejob(path)
+    trainer_spec = local_trainer_spec(name, spec, store=store, cache=cache, pvc_root=pvc_root)
+    out = store.dir_for(name)
+    existing = store.entry(out) if out.is_dir() else None
+    rendered = json.loads(trainer_spec.model_dump_json(by_alias=True, exclude_none=True))
+    if not force and existing and existing.ready and (existing.result or {}).get("spec_sha256") == spec_hash(rendered):
+        console.print(f"[bold]{name}[/]: up to date (sha256 {existing.sha256[:12]}); --force trains it again")
+        return RunOutcome(name, ExitCode.SUCCESS, out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = store.run_dir(name)
+    records.mkdir(parents=True, exist_ok=True)
+    spec_file = records / SPEC_FILE
+    spec_file.write_text(trainer_spec.model_dump_json(by_alias=True, exclude_none=True, indent=2), encoding="utf-8")
+    termination = records / TERMINATION_FILE
+    termination.unlink(missing_ok=True)
+    resuming = (out / "checkpoints").is_dir()
+    console.print(
+        f"[bold]{name}[/]: {spec.base_model.uri} + {spec.dataset.uri}"
+        f"{' (resuming from its checkpoint)' if resuming else ''}; log: {records / LOG_FILE}"
+    )
+    cmd = [python, "-m", "loraplane.trainer", "--spec", str(spec_file), "--termination-log", str(termination)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with (
+        (records / LOG_FILE).open("a", encoding="utf-8") as log,
+        Progress(*columns, console=console, transient=False) as progress,
+    ):
+        task = progress.add_task(f"training {name}", total=None, info="loading model and data")
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env, start_new_session=True, bufsize=1
+        )
+        assert proc.stdout is not None
+        try:
+            _follow(proc.stdout, progress, task, log, console)
+            code = proc.wait()
+        except KeyboardInterrupt:
+            progress.update(task, description="stopping: writing a checkpoint")
+            proc.send_signal(signal.SIGTERM)  # the trainer checkpoints at the end of the step and exits 18
+            try:
+                code = proc.wait()
+            except KeyboardInterrupt:  # a second Ctrl-C: stop now
+                proc.kill()
+                code = proc.wait()
+    message = ""
+    if termination.is_file():
+        try:
+            message = str(json.loads(termination.read_text(encoding="utf-8")).get("message") or "")
+        except json.JSONDecodeError:
+            message = ""
+    if code == ExitCode.INTERRUPTED:
+        console.print(f"[yellow]{name}: interrupted ({message or 'checkpoint saved'})[/]")
+        console.print("run the same command again to resume from the checkpoint")
+    elif code != ExitCode.SUCCESS:
+        reason = ExitCode(code).name if code in ExitCode._value2member_map_ else f"exit code {code}"
+        console.print(f"[red]{name} failed ({reason}): {message or 'see ' + str(records / LOG_FILE)}[/]")
+    return RunOutcome(name, code, out, message)

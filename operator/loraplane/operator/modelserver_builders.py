@@ -1,0 +1,322 @@
+"""Desired children of a ModelServer: pure functions from the spec to plain Kubernetes dicts.
+
+Children (deterministic names, controller owner reference, applied with server-side apply):
+    Deployment <name>-vllm           vLLM OpenAI server, --enable-lora, runtime adapter loading
+    Service <name>-vllm              ClusterIP on the vLLM port (the router talks to pods directly)
+    PodDisruptionBudget <name>-vllm  at most one replica voluntarily down at a time
+
+Layout inside a vLLM pod:
+    /var/cache/loraplane            model cache; the init container `fetch-model` resolves the base model
+                                    (hub download, GGUF dequantization, pvc:// path) into it and points
+                                    /var/cache/loraplane/model at the checkpoint; vLLM serves that path
+    <adapterMountRoot>/<claim>      every adapter store (PVC) the resolved versions live on, read-only
+    /mnt/pvc/<claim>                the base model's claim for a pvc:// base model, read-only
+The pod template depends only on the spec and the set of adapter-store claims, never on adapter
+versions: a new version is loaded at runtime by the router, without restarting pods.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from loraplane.api.common import API_VERSION
+from loraplane.api.modelserver import ModelServerSpec
+from loraplane.operator.builders import CACHE_DIR, LABEL_COMPONENT, LABEL_MANAGED_BY, MOUNTS, restricted_pod_security
+from loraplane.operator.settings import OperatorSettings
+from loraplane.serving.vllm_args import ServedModel, VllmLaunch, build_args, cpu_profile, gpu_profile
+
+LABEL_SERVER = "loraplane.io/modelserver"
+ENDPOINT_ANNOTATION = "loraplane.io/endpoint"
+COMPONENT = "vllm"
+CONTAINER = "vllm"
+FETCH_CONTAINER = "fetch-model"
+MODEL_DIR = f"{CACHE_DIR}/model"
+# The startup probe is sized to the weights; the operator does not know their size before the fetch,
+# so it assumes a large model (a 7B checkpoint in bf16 is ~15 GiB).
+ASSUMED_MODEL_BYTES = 16 * 1024**3
+
+# Runs in the init container (trainer image: it has the hub clients and the GGUF dequantizer).
+FETCH_SCRIPT = """\
+import json, os, pathlib
+from loraplane.api.common import ModelSource
+from loraplane.trainer.models import resolve_model
+source = ModelSource.model_validate(json.loads(os.environ["LORAPLANE_BASE_MODEL"]))
+cache = pathlib.Path(os.environ["LORAPLANE_CACHE_DIR"])
+model = resolve_model(source, cache_dir=cache, pvc_root=pathlib.Path(os.environ["LORAPLANE_PVC_ROOT"]),
+                      token=os.environ.get("LORAPLANE_HUB_TOKEN"))
+tmp = cache / f"model.{os.getpid()}"
+tmp.symlink_to(model.path)
+tmp.replace(cache / "model")
+print(f"base model {source.uri} -> {model.path}", flush=True)
+"""
+
+
+@dataclass(frozen=True)
+class Owner:
+    """What a child needs to know about its ModelServer."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": "ModelServer",
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def child_name(name: str) -> str:
+    return f"{name}-vllm"
+
+
+def selector_labels(name: str) -> dict[str, str]:
+    return {LABEL_SERVER: name, LABEL_COMPONENT: COMPONENT}
+
+
+def labels(name: str) -> dict[str, str]:
+    return {**selector_labels(name), LABEL_MANAGED_BY: "loraplane"}
+
+
+def _meta(owner: Owner) -> dict[str, Any]:
+    return {
+        "name": child_name(owner.name),
+        "namespace": owner.namespace,
+        "labels": labels(owner.name),
+        "ownerReferences": [owner.reference()],
+    }
+
+
+def served_model_name(namespace: str, name: str) -> str:
+    """The base model's name on vLLM and in the router: `<namespace>.<name>`, the server's router key.
+
+    Every name the router serves is global (base models too), and two ModelServers may serve the same
+    base model; namespace and name make it unique (namespaces have no dots, so it is unambiguous).
+    """
+    return f"{namespace}.{name}"
+
+
+def restricted_container_security() -> dict[str, Any]:
+    """Container-level securityContext for the restricted Pod Security Standard."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def vllm_launch(owner: Owner, spec: ModelServerSpec, settings: OperatorSettings) -> VllmLaunch:
+    """The vLLM command line, environment and probes (from the serving builder, one source of truth)."""
+    profile = gpu_profile() if settings.vllm_profile == "gpu" else cpu_profile()
+    return build_args(
+        ServedModel(
+            path=MODEL_DIR, name=served_model_name(owner.namespace, owner.name), size_bytes=ASSUMED_MODEL_BYTES
+        ),
+        spec.vllm,
+        profile,
+        port=settings.vllm_port,
+        host="0.0.0.0",
+        # Both versions of every public name are resident during a rollout.
+        adapter_count=2 * len(spec.adapters),
+    )
+
+
+def _resources(spec: ModelServerSpec) -> dict[str, Any]:
+    res = spec.resources
+    amounts: dict[str, str] = {}
+    if res.gpus:
+        amounts["nvidia.com/gpu"] = str(res.gpus)
+    if res.cpu:
+        amounts["cpu"] = res.cpu
+    if res.memory:
+        amounts["memory"] = res.memory
+    if not amounts:
+        return {}
+    return {"requests": dict(amounts), "limits": {k: v for k, v in amounts.items() if k != "cpu"}}
+
+
+def _base_claim(spec: ModelServerSpec) -> str | None:
+    uri = spec.base_model.uri
+    return uri.removeprefix("pvc://").split("/", 1)[0] if uri.startswith("pvc://") else None
+
+
+def _volumes(spec: ModelServerSpec, settings: OperatorSettings, claims: list[str]) -> list[dict[str, Any]]:
+    cache: dict[str, Any] = (
+        {"persistentVolumeClaim": {"claimName": settings.model_cache_claim}}
+        if settings.model_cache_claim
+        else {"emptyDir": {}}
+    )
+    volumes: list[dict[str, Any]] = [{"name": "cache", **cache}, {"name": "tmp", "emptyDir": {}}]
+    if spec.resources.gpus:
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
+    base = _base_claim(spec)
+    if base:
+        volumes.append({"name": "base-model", "persistentVolumeClaim": {"claimName": base, "readOnly": True}})
+    for i, claim in enumerate(claims):
+        volumes.append({"name": f"store-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+    return volumes
+
+
+def _base_mounts(spec: ModelServerSpec) -> list[dict[str, Any]]:
+    base = _base_claim(spec)
+    return [{"name": "base-model", "mountPath": f"{MOUNTS.pvc_root}/{base}", "readOnly": True}] if base else []
+
+
+def fetch_container(spec: ModelServerSpec, settings: OperatorSettings) -> dict[str, Any]:
+    """Init container: resolve the base model into the cache before vLLM starts."""
+    env: list[dict[str, Any]] = [
+        {"name": "LORAPLANE_BASE_MODEL", "value": json.dumps(spec.base_model.to_k8s(), sort_keys=True)},
+        {"name": "LORAPLANE_CACHE_DIR", "value": CACHE_DIR},
+        {"name": "LORAPLANE_PVC_ROOT", "value": MOUNTS.pvc_root},
+        {"name": "HF_HOME", "value": f"{CACHE_DIR}/hf"},
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    ref = spec.base_model.token_secret_ref
+    if ref:  # the hub token reaches only the container that downloads, through the kubelet
+        env.append({"name": "LORAPLANE_HUB_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    return {
+        "name": FETCH_CONTAINER,
+        "image": settings.fetch_image or settings.trainer_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python", "-c", FETCH_SCRIPT],
+        "env": env,
+        "volumeMounts": [
+            {"name": "cache", "mountPath": CACHE_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+            *_base_mounts(spec),
+        ],
+        "securityContext": restricted_container_security(),
+    }
+
+
+def vllm_container(
+    spec: ModelServerSpec, settings: OperatorSettings, claims: list[str], launch: VllmLaunch
+) -> dict[str, Any]:
+    fields = launch.container_fields()
+    fields["env"] = [
+        *fields["env"],
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "HF_HOME", "value": f"{CACHE_DIR}/hf"},
+        {"name": "HF_HUB_OFFLINE", "value": "1"},  # the init container fetched everything
+        {"name": "VLLM_CACHE_ROOT", "value": "/tmp/vllm"},
+        {"name": "XDG_CACHE_HOME", "value": "/tmp/.cache"},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "cache", "mountPath": CACHE_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+        *_base_mounts(spec),
+    ]
+    if spec.resources.gpus:
+        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    root = settings.adapter_mount_root.rstrip("/")
+    for i, claim in enumerate(claims):
+        mounts.append({"name": f"store-{i}", "mountPath": f"{root}/{claim}", "readOnly": True})
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": spec.vllm.image,
+        "imagePullPolicy": "IfNotPresent",
+        **fields,
+        "volumeMounts": mounts,
+        "securityContext": restricted_container_security(),
+    }
+    if not container.get("lifecycle"):
+        container.pop("lifecycle", None)
+    resources = _resources(spec)
+    if resources:
+        container["resources"] = resources
+    return container
+
+
+def deployment(owner: Owner, spec: ModelServerSpec, settings: OperatorSettings, claims: list[str]) -> dict[str, Any]:
+    """The vLLM Deployment. Rolling updates keep every replica serving until its successor is ready."""
+    launch = vllm_launch(owner, spec, settings)
+    res = spec.resources
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,  # vLLM never talks to the Kubernetes API
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": launch.termination_grace_period_seconds,
+        "securityContext": restricted_pod_security(),
+        "initContainers": [fetch_container(spec, settings)],
+        "containers": [vllm_container(spec, settings, claims, launch)],
+        "volumes": _volumes(spec, settings, claims),
+    }
+    if res.node_selector:
+        pod_spec["nodeSelector"] = dict(res.node_selector)
+    if res.tolerations:
+        pod_spec["tolerations"] = [t.to_k8s() for t in res.tolerations]
+    if res.priority_class_name:
+        pod_spec["priorityClassName"] = res.priority_class_name
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(owner),
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": selector_labels(owner.name)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {"metadata": {"labels": labels(owner.name)}, "spec": pod_spec},
+        },
+    }
+
+
+def service(owner: Owner, settings: OperatorSettings) -> dict[str, Any]:
+    """ClusterIP Service over the ready vLLM pods (direct base-model access; the router uses pod URLs)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(owner),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(owner.name),
+            "ports": [{"name": "http", "port": settings.vllm_port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def disruption_budget(owner: Owner) -> dict[str, Any]:
+    """At most one replica voluntarily evicted at a time (node drains go one pod after another)."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(owner),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(owner.name)}},
+    }
+
+
+def children(
+    owner: Owner, spec: ModelServerSpec, settings: OperatorSettings, claims: list[str]
+) -> list[dict[str, Any]]:
+    """Every child in apply order."""
+    return [service(owner, settings), disruption_budget(owner), deployment(owner, spec, settings, claims)]
+
+
+def replica_url(pod: dict[str, Any], settings: OperatorSettings) -> str | None:
+    """Where the router reaches one vLLM pod: http://<podIP>:<port> (None: not reachable yet).
+
+    With settings.trust_endpoint_annotation (simulated clusters, development) the URL comes from the pod
+    annotation `loraplane.io/endpoint` instead, and a pod without it is not routable yet: the end-to-end
+    tests run vLLM as local processes and point each KWOK pod, whose IP leads nowhere, at one of them.
+    """
+    if settings.trust_endpoint_annotation:
+        annotated = ((pod.get("metadata") or {}).get("annotations") or {}).get(ENDPOINT_ANNOTATION)
+        return str(annotated).rstrip("/") if annotated else None
+    ip = (pod.get("status") or {}).get("podIP")
+    return f"http://{ip}:{settings.vllm_port}" if ip else None
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    status = pod.get("status") or {}
+    if status.get("phase") != "Running":
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])

@@ -1,0 +1,367 @@
+"""Resolve a ModelServer's `spec.adapters[]` to concrete versions (pure: objects in, plans out).
+
+Rules (GitOps: the spec in git says *how* to pick a version; nothing writes any spec):
+
+* `fineTuneJob: NAME` pins that run. It must have Succeeded, produced an adapter and passed its
+  evaluation gate; rollback is a commit that pins an older run.
+* `selector.matchLabels` picks the newest FineTuneJob (by creationTimestamp, then name) carrying those
+  labels that Succeeded, produced an adapter and passed its gate. Promotion happens because a new run
+  passes; a run that fails its gate is never picked.
+* `uri` names an artifact directly (its sha256 is then unknown to the operator; the router still checks
+  the files against the artifact's own result.json before loading).
+* A source in another namespace is refused unless that namespace is in `spec.allowedNamespaces`.
+* Public names are global in the router: when two ModelServers (in any namespaces) claim the same
+  public name, the oldest ModelServer keeps it and the others report the collision.
+
+When the stable source does not resolve (the pinned run is still training, was deleted, failed...), the
+version served before (taken from the ModelServer's own status, i.e. from the API) keeps serving, and the
+drift is reported. A canary that does not resolve is dropped (the stable version gets all traffic).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from loraplane.api.modelserver import AdapterSource, ModelServerSpec, ResolvedAdapter, ServedAdapter
+
+Severity = Literal["Progressing", "Degraded"]
+
+
+class IssueReason:
+    """CamelCase reasons of resolution problems (used in conditions and Events)."""
+
+    NOT_FOUND = "FineTuneJobNotFound"
+    RUNNING = "FineTuneJobNotFinished"
+    FAILED = "FineTuneJobFailed"
+    GATE_FAILED = "EvaluationGateFailed"
+    NO_ADAPTER = "AdapterMissing"
+    NO_MATCH = "NoMatchingFineTuneJob"
+    NOTHING_PASSED = "NoPassingFineTuneJob"
+    NAMESPACE_NOT_ALLOWED = "NamespaceNotAllowed"
+    NAME_TAKEN = "PublicNameTaken"
+    UNSUPPORTED_URI = "UnsupportedAdapterUri"
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """What resolution needs from one FineTuneJob (read from its metadata and status)."""
+
+    namespace: str
+    name: str
+    created: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    phase: str = ""
+    succeeded: bool = False
+    failed: bool = False
+    gate_passed: bool = False
+    uri: str = ""
+    sha256: str = ""
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> JobInfo:
+        meta = obj.get("metadata") or {}
+        status = obj.get("status") or {}
+        conds = {c.get("type"): c.get("status") for c in status.get("conditions") or [] if isinstance(c, Mapping)}
+        adapter = status.get("adapter") or {}
+        evaluation = status.get("evaluation") or {}
+        if "EvaluationPassed" in conds:
+            gate = conds["EvaluationPassed"] == "True"
+        else:  # no condition yet: the recorded decision, else "no gate" (every run passes)
+            gate = bool(evaluation.get("passed", True))
+        return cls(
+            namespace=str(meta.get("namespace") or ""),
+            name=str(meta.get("name") or ""),
+            created=str(meta.get("creationTimestamp") or ""),
+            labels=dict(meta.get("labels") or {}),
+            phase=str(status.get("phase") or ""),
+            succeeded=conds.get("Succeeded") == "True",
+            failed=conds.get("Failed") == "True",
+            gate_passed=gate,
+            uri=str(adapter.get("uri") or ""),
+            sha256=str(adapter.get("sha256") or ""),
+        )
+
+    @property
+    def servable(self) -> bool:
+        return self.succeeded and self.gate_passed and bool(self.uri)
+
+
+@dataclass(frozen=True)
+class Version:
+    """One concrete adapter version."""
+
+    uri: str
+    sha256: str = ""
+    fine_tune_job: str | None = None  # "name", or "namespace/name" for another namespace
+
+    @property
+    def digest(self) -> str:
+        """The version's identity: its sha256, else a digest of its URI."""
+        return self.sha256 or hashlib.sha256(self.uri.encode()).hexdigest()
+
+    def lora_name(self, public: str) -> str:
+        """The name this version is loaded under on vLLM: deterministic, distinct per version."""
+        return f"{public}-{self.digest[:12]}"
+
+
+@dataclass(frozen=True)
+class Issue:
+    """A reason the served state differs from the spec: still converging (Progressing) or stuck (Degraded)."""
+
+    severity: Severity
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class SourceResult:
+    version: Version | None
+    issue: Issue | None = None
+
+
+@dataclass(frozen=True)
+class AdapterPlan:
+    """The versions one public name should serve, and what stands in the way."""
+
+    name: str
+    stable: Version | None
+    canary: Version | None = None
+    canary_weight: int = 0
+    issues: tuple[Issue, ...] = ()
+    blocked: bool = False  # the public name belongs to another ModelServer: not published
+    fallback: bool = False  # stable is the previously served version, not what the spec asks for
+
+    @property
+    def versions(self) -> list[tuple[Version, int]]:
+        """(version, weight) pairs to route; a zero-weight canary is left out."""
+        if self.stable is None or self.blocked:
+            return []
+        if self.canary is None or self.canary_weight <= 0 or self.canary.digest == self.stable.digest:
+            return [(self.stable, 100)]
+        if self.canary_weight >= 100:
+            return [(self.canary, 100)]
+        return [(self.stable, 100 - self.canary_weight), (self.canary, self.canary_weight)]
+
+
+def _label(namespace: str, name: str, own: str) -> str:
+    return name if namespace == own else f"{namespace}/{name}"
+
+
+def matches(job: JobInfo, match_labels: Mapping[str, str]) -> bool:
+    return all(job.labels.get(k) == v for k, v in match_labels.items())
+
+
+def newest_servable(jobs: Iterable[JobInfo], namespace: str, match_labels: Mapping[str, str]) -> JobInfo | None:
+    """The selector rule: the newest run with these labels that succeeded, has an adapter and passed its gate."""
+    candidates = [j for j in jobs if j.namespace == namespace and matches(j, match_labels) and j.servable]
+    return max(candidates, key=lambda j: (j.created, j.name), default=None)
+
+
+def _unsupported(uri: str) -> str | None:
+    if uri.startswith(("pvc://", "file://")):
+        return None
+    return f"{uri}: the controller serves pvc:// and file:// adapters; copy hub adapters into an adapter store first"
+
+
+def resolve_source(
+    source: AdapterSource,
+    where: str,
+    *,
+    namespace: str,
+    allowed: Sequence[str],
+    jobs: Sequence[JobInfo],
+) -> SourceResult:
+    """One source (stable or canary) to a version, or the issue that prevents it."""
+    ns = source.namespace or namespace
+    if ns != namespace and ns not in allowed:
+        return SourceResult(
+            None,
+            Issue(
+                "Degraded",
+                IssueReason.NAMESPACE_NOT_ALLOWED,
+                f"{where}.namespace: namespace {ns!r} is not in spec.allowedNamespaces",
+            ),
+        )
+    if source.uri:
+        problem = _unsupported(source.uri)
+        if problem:
+            return SourceResult(None, Issue("Degraded", IssueReason.UNSUPPORTED_URI, f"{where}.uri: {problem}"))
+        return SourceResult(Version(uri=source.uri))
+    if source.fine_tune_job:
+        label = _label(ns, source.fine_tune_job, namespace)
+        job = next((j for j in jobs if j.namespace == ns and j.name == source.fine_tune_job), None)
+        if job is None:
+            return SourceResult(
+                None, Issue("Degraded", IssueReason.NOT_FOUND, f"{where}.fineTuneJob: FineTuneJob {label} not found")
+            )
+        return _pinned(job, label, where)
+    assert source.selector is not None  # the CRD's CEL rule: exactly one source
+    wanted = source.selector.match_labels
+    best = newest_servable(jobs, ns, wanted)
+    if best is not None:
+        problem = _unsupported(best.uri)
+        if problem:
+            return SourceResult(None, Issue("Degraded", IssueReason.UNSUPPORTED_URI, f"{where}: {problem}"))
+        return SourceResult(Version(best.uri, best.sha256, _label(ns, best.name, namespace)))
+    selected = [j for j in jobs if j.namespace == ns and matches(j, wanted)]
+    text = ",".join(f"{k}={v}" for k, v in sorted(wanted.items()))
+    if not selected:
+        return SourceResult(
+            None, Issue("Degraded", IssueReason.NO_MATCH, f"{where}.selector: no FineTuneJob in {ns} matches {text}")
+        )
+    running = [j for j in selected if not (j.succeeded or j.failed)]
+    message = f"{where}.selector: {len(selected)} FineTuneJob(s) match {text}, none succeeded and passed its gate" + (
+        f" yet ({len(running)} still running)" if running else ""
+    )
+    return SourceResult(None, Issue("Progressing" if running else "Degraded", IssueReason.NOTHING_PASSED, message))
+
+
+def _pinned(job: JobInfo, label: str, where: str) -> SourceResult:
+    field_ = f"{where}.fineTuneJob"
+    if job.failed:
+        return SourceResult(None, Issue("Degraded", IssueReason.FAILED, f"{field_}: FineTuneJob {label} failed"))
+    if not job.succeeded:
+        phase = job.phase or "Pending"
+        return SourceResult(
+            None, Issue("Progressing", IssueReason.RUNNING, f"{field_}: FineTuneJob {label} is {phase}")
+        )
+    if not job.gate_passed:
+        return SourceResult(
+            None,
+            Issue(
+                "Degraded", IssueReason.GATE_FAILED, f"{field_}: FineTuneJob {label} did not pass its evaluation gate"
+            ),
+        )
+    if not job.uri:
+        return SourceResult(
+            None, Issue("Degraded", IssueReason.NO_ADAPTER, f"{field_}: FineTuneJob {label} reports no adapter")
+        )
+    problem = _unsupported(job.uri)
+    if problem:
+        return SourceResult(None, Issue("Degraded", IssueReason.UNSUPPORTED_URI, f"{field_}: {problem}"))
+    return SourceResult(Version(job.uri, job.sha256, label))
+
+
+# ------------------------------------------------------------------------------------------- public names
+
+
+@dataclass(frozen=True, order=True)
+class Claim:
+    """A ModelServer claiming a public name; the smallest (oldest) claim owns it."""
+
+    created: str
+    namespace: str
+    name: str
+
+
+def name_owner(claims: Iterable[Claim]) -> Claim | None:
+    return min(claims, default=None)
+
+
+def source_namespaces(spec: ModelServerSpec, namespace: str) -> list[str]:
+    """Namespaces whose FineTuneJobs this server reads (its own, plus those its sources name)."""
+    names = {namespace}
+    for adapter in spec.adapters:
+        for src in [adapter.source] + ([adapter.canary.source] if adapter.canary else []):
+            if src.namespace:
+                names.add(src.namespace)
+    return sorted(names)
+
+
+# ------------------------------------------------------------------------------------------- everything
+
+
+def _previous(previous: Sequence[ResolvedAdapter], name: str) -> Version | None:
+    prev = next((p for p in previous if p.name == name and p.uri), None)
+    if prev is None:
+        return None
+    return Version(prev.uri, prev.sha256, prev.fine_tune_job)
+
+
+def resolve_adapter(
+    served: ServedAdapter,
+    index: int,
+    *,
+    namespace: str,
+    allowed: Sequence[str],
+    jobs: Sequence[JobInfo],
+    previous: Sequence[ResolvedAdapter],
+    owner: Claim | None = None,
+    me: Claim | None = None,
+) -> AdapterPlan:
+    where = f"spec.adapters[{index}]"
+    issues: list[Issue] = []
+    if owner is not None and me is not None and owner != me:
+        issues.append(
+            Issue(
+                "Degraded",
+                IssueReason.NAME_TAKEN,
+                f"{where}.name: public name {served.name!r} is already served by ModelServer "
+                f"{owner.namespace}/{owner.name}",
+            )
+        )
+        return AdapterPlan(served.name, None, issues=tuple(issues), blocked=True)
+    stable = resolve_source(served.source, f"{where}.source", namespace=namespace, allowed=allowed, jobs=jobs)
+    version, fallback = stable.version, False
+    if stable.issue:
+        issues.append(stable.issue)
+    if version is None:
+        version = _previous(previous, served.name)
+        fallback = version is not None
+    canary: Version | None = None
+    weight = 0
+    if served.canary is not None:
+        result = resolve_source(
+            served.canary.source, f"{where}.canary.source", namespace=namespace, allowed=allowed, jobs=jobs
+        )
+        if result.issue:
+            issues.append(result.issue)
+        if result.version is not None:
+            canary, weight = result.version, served.canary.weight
+    return AdapterPlan(
+        served.name, version, canary, weight, tuple(issues), blocked=False, fallback=fallback and bool(stable.issue)
+    )
+
+
+def resolve_all(
+    spec: ModelServerSpec,
+    *,
+    namespace: str,
+    jobs: Sequence[JobInfo],
+    previous: Sequence[ResolvedAdapter] = (),
+    claims: Mapping[str, Iterable[Claim]] | None = None,
+    me: Claim | None = None,
+) -> list[AdapterPlan]:
+    """Every public name of the spec, in spec order."""
+    allowed = list(spec.allowed_namespaces or [])
+    plans = []
+    for i, served in enumerate(spec.adapters):
+        owner = name_owner(list((claims or {}).get(served.name, []))) if me is not None else None
+        plans.append(
+            resolve_adapter(
+                served, i, namespace=namespace, allowed=allowed, jobs=jobs, previous=previous, owner=owner, me=me
+            )
+        )
+    return plans
+
+
+def adapter_path(uri: str, mount_root: str) -> str:
+    """Where a replica (and the router, which checks the files) reads the adapter directory."""
+    if uri.startswith("pvc://"):
+        return f"{mount_root.rstrip('/')}/{uri.removeprefix('pvc://')}"
+    if uri.startswith("file://"):
+        return uri.removeprefix("file://")
+    return uri
+
+
+def store_claims(plans: Iterable[AdapterPlan]) -> list[str]:
+    """PVCs the vLLM pods mount (read-only): every pvc:// claim of a planned version."""
+    claims = set()
+    for plan in plans:
+        for version in (plan.stable, plan.canary):
+            if version is not None and version.uri.startswith("pvc://"):
+                claims.add(version.uri.removeprefix("pvc://").split("/", 1)[0])
+    return sorted(claims)

@@ -1,0 +1,709 @@
+"""ModelServer controller, pure parts: builders, version resolution, route steps, status; the router client."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from loraplane.api.modelserver import ModelServerSpec, ModelServerStatus, ResolvedAdapter
+from loraplane.operator import builders
+from loraplane.operator import modelserver_builders as msb
+from loraplane.operator.conditions import get_condition
+from loraplane.operator.modelserver_reconcile import publish
+from loraplane.operator.modelserver_resolve import (
+    AdapterPlan,
+    Claim,
+    IssueReason,
+    JobInfo,
+    Version,
+    adapter_path,
+    resolve_all,
+    store_claims,
+)
+from loraplane.operator.modelserver_route import desired_route, next_step, same_route
+from loraplane.operator.modelserver_status import ServerSnapshot, modelserver_status, summary, transitions
+from loraplane.operator.router_client import (
+    Route,
+    RouteModel,
+    RouterClient,
+    RouterRejected,
+    RouterUnavailable,
+    RouteVersion,
+    parse_server_state,
+)
+from loraplane.operator.settings import OperatorSettings
+from loraplane.operator.validation import modelserver_problems
+from loraplane.serving.vllm_args import HEALTH_PATH
+from tests.operator.ms_helpers import StubRouter
+
+SETTINGS = OperatorSettings(priority=1, trainer_image="trainer:test")
+OWNER = msb.Owner(name="qwen", namespace="team-a", uid="u-9")
+SHA = {n: (c * 64) for n, c in zip(("v1", "v2", "v3", "bad", "run"), "abcde", strict=True)}
+T0 = "2025-01-01T00:00:00Z"
+T1 = "2025-01-01T00:05:00Z"
+
+
+def spec(**over: Any) -> ModelServerSpec:
+    base: dict[str, Any] = {
+        "baseModel": {"uri": "hf://Qwen/Qwen2.5-7B-Instruct@abc", "tokenSecretRef": {"name": "hf", "key": "token"}},
+        "replicas": 2,
+        "resources": {
+            "gpus": 1,
+            "memory": "32Gi",
+            "nodeSelector": {"gpu": "l4"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        },
+        "vllm": {"maxLoras": 4, "maxLoraRank": 16},
+        "adapters": [{"name": "medical", "source": {"selector": {"matchLabels": {"loraplane.io/adapter": "medical"}}}}],
+    }
+    base.update(over)
+    return ModelServerSpec.model_validate(base)
+
+
+def job(
+    name: str,
+    *,
+    ns: str = "team-a",
+    created: str = T0,
+    state: str = "Succeeded",
+    gate: bool = True,
+    labels: dict[str, str] | None = None,
+) -> JobInfo:
+    done = state == "Succeeded"
+    return JobInfo(
+        namespace=ns,
+        name=name,
+        created=created,
+        labels=labels or {"loraplane.io/adapter": "medical"},
+        phase=state,
+        succeeded=done,
+        failed=state == "Failed",
+        gate_passed=gate,
+        uri=f"pvc://store/{ns}/{name}" if done else "",
+        sha256=SHA.get(name, "f" * 64) if done else "",
+    )
+
+
+# ----------------------------------------------------------------------------------------------------- builders
+
+
+def test_deployment_runs_vllm_from_the_serving_builder_with_restricted_security() -> None:
+    dep = msb.deployment(OWNER, spec(), SETTINGS, ["store"])
+    assert dep["metadata"]["name"] == "qwen-vllm" and dep["metadata"]["namespace"] == "team-a"
+    assert dep["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "loraplane.io/v1alpha1",
+            "kind": "ModelServer",
+            "name": "qwen",
+            "uid": "u-9",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["selector"] == {
+        "matchLabels": {"loraplane.io/modelserver": "qwen", "app.kubernetes.io/component": "vllm"}
+    }
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["securityContext"] == builders.restricted_pod_security()
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["nodeSelector"] == {"gpu": "l4"} and pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    launch = msb.vllm_launch(OWNER, spec(), SETTINGS)
+    assert pod["terminationGracePeriodSeconds"] == launch.termination_grace_period_seconds >= 30
+    (vllm,) = pod["containers"]
+    assert vllm["command"] == list(launch.argv)
+    argv = vllm["command"]
+    for flag, value in [
+        ("--model", "/var/cache/loraplane/model"),
+        ("--served-model-name", "team-a.qwen"),
+        ("--host", "0.0.0.0"),
+        ("--port", "8000"),
+        ("--max-loras", "4"),
+        ("--max-lora-rank", "16"),
+    ]:
+        assert argv[argv.index(flag) + 1] == value, flag
+    assert "--enable-lora" in argv
+    env = {e["name"]: e.get("value") for e in vllm["env"]}
+    assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True" and env["HF_HUB_OFFLINE"] == "1"
+    assert "LORAPLANE_HUB_TOKEN" not in env, "the hub token only reaches the container that downloads"
+    assert vllm["readinessProbe"]["httpGet"] == {"path": HEALTH_PATH, "port": 8000}
+    assert vllm["startupProbe"]["failureThreshold"] * vllm["startupProbe"]["periodSeconds"] >= 300
+    assert vllm["lifecycle"]["preStop"]["exec"]["command"][-1].startswith("sleep")
+    assert vllm["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert vllm["resources"] == {
+        "requests": {"nvidia.com/gpu": "1", "memory": "32Gi"},
+        "limits": {"nvidia.com/gpu": "1", "memory": "32Gi"},
+    }
+    mounts = {m["mountPath"]: m for m in vllm["volumeMounts"]}
+    assert mounts["/mnt/adapters/store"]["readOnly"] is True
+    assert mounts["/var/cache/loraplane"]["readOnly"] is True and "/dev/shm" in mounts
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes[mounts["/mnt/adapters/store"]["name"]]["persistentVolumeClaim"] == {
+        "claimName": "store",
+        "readOnly": True,
+    }
+
+
+def test_base_model_is_fetched_by_an_init_container_into_the_cache() -> None:
+    pod = msb.deployment(OWNER, spec(), SETTINGS, [])["spec"]["template"]["spec"]
+    (fetch,) = pod["initContainers"]
+    assert fetch["name"] == "fetch-model" and fetch["image"] == "trainer:test"
+    env = {e["name"]: e for e in fetch["env"]}
+    assert json.loads(env["LORAPLANE_BASE_MODEL"]["value"])["uri"] == "hf://Qwen/Qwen2.5-7B-Instruct@abc"
+    assert env["LORAPLANE_HUB_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "hf", "key": "token"}}
+    assert {"name": "cache", "mountPath": "/var/cache/loraplane"} in fetch["volumeMounts"]
+    assert "resolve_model" in fetch["command"][-1] and fetch["securityContext"]["runAsNonRoot"] is True
+    compile(fetch["command"][-1], "fetch", "exec")  # the inline program is valid Python
+    pvc = msb.deployment(OWNER, spec(baseModel={"uri": "pvc://models/qwen"}), SETTINGS, [])["spec"]["template"]["spec"]
+    base = next(v for v in pvc["volumes"] if v["name"] == "base-model")
+    assert base["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+    assert {"name": "base-model", "mountPath": "/mnt/pvc/models", "readOnly": True} in pvc["initContainers"][0][
+        "volumeMounts"
+    ]
+
+
+def test_pod_template_does_not_depend_on_adapter_versions() -> None:
+    """A new version is loaded at runtime: the Deployment (hence the pods) must not change with it."""
+    s = spec()
+    v2 = [AdapterPlan("medical", Version("pvc://store/team-a/v2", SHA["v2"]))]
+    v3 = [AdapterPlan("medical", Version("pvc://store/team-a/v3", SHA["v3"]))]
+    assert msb.deployment(OWNER, s, SETTINGS, store_claims(v2)) == msb.deployment(OWNER, s, SETTINGS, store_claims(v3))
+
+
+def test_service_and_disruption_budget() -> None:
+    svc = msb.service(OWNER, SETTINGS)
+    assert svc["metadata"]["name"] == "qwen-vllm" and svc["spec"]["selector"] == msb.selector_labels("qwen")
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]
+    pdb = msb.disruption_budget(OWNER)
+    assert pdb["apiVersion"] == "policy/v1" and pdb["spec"] == {
+        "maxUnavailable": 1,
+        "selector": {"matchLabels": msb.selector_labels("qwen")},
+    }
+    assert [c["kind"] for c in msb.children(OWNER, spec(), SETTINGS, [])] == [
+        "Service",
+        "PodDisruptionBudget",
+        "Deployment",
+    ]
+
+
+def test_replica_url_from_pod_ip_or_trusted_annotation() -> None:
+    pod = {
+        "metadata": {"annotations": {msb.ENDPOINT_ANNOTATION: "http://127.0.0.1:9001/"}},
+        "status": {"podIP": "10.244.0.7"},
+    }
+    assert msb.replica_url(pod, SETTINGS) == "http://10.244.0.7:8000", "the annotation is ignored unless trusted"
+    trusting = OperatorSettings(priority=1, trust_endpoint_annotation=True)
+    assert msb.replica_url(pod, trusting) == "http://127.0.0.1:9001"
+    assert msb.replica_url({"metadata": {}, "status": {"podIP": "10.244.0.7"}}, trusting) is None, "not pointed yet"
+    assert msb.replica_url({"metadata": {}, "status": {}}, SETTINGS) is None
+
+
+# ----------------------------------------------------------------------------------------------------- resolution
+
+
+def test_selector_picks_the_newest_run_that_succeeded_and_passed_its_gate() -> None:
+    jobs = [
+        job("v1", created="2025-01-01T00:00:00Z"),
+        job("v2", created="2025-01-02T00:00:00Z"),
+        job("bad", created="2025-01-03T00:00:00Z", gate=False),  # newer, but failed its gate
+        job("run", created="2025-01-04T00:00:00Z", state="Training"),  # newer, still training
+        job("v9", created="2025-01-05T00:00:00Z", labels={"loraplane.io/adapter": "finance"}),  # other labels
+        job("v8", ns="team-b", created="2025-01-06T00:00:00Z"),  # other namespace
+    ]
+    (plan,) = resolve_all(spec(), namespace="team-a", jobs=jobs)
+    assert plan.stable == Version("pvc://store/team-a/v2", SHA["v2"], "v2")
+    assert plan.issues == ()
+    assert plan.stable.lora_name("medical") == "medical-" + SHA["v2"][:12]
+
+
+def test_selector_without_a_passing_run_waits_or_degrades() -> None:
+    (waiting,) = resolve_all(spec(), namespace="team-a", jobs=[job("run", state="Training")])
+    assert waiting.stable is None and waiting.issues[0].severity == "Progressing"
+    (failing,) = resolve_all(spec(), namespace="team-a", jobs=[job("bad", gate=False)])
+    assert failing.issues[0].severity == "Degraded" and failing.issues[0].reason == IssueReason.NOTHING_PASSED
+    (nothing,) = resolve_all(spec(), namespace="team-a", jobs=[])
+    assert (
+        nothing.issues[0].reason == IssueReason.NO_MATCH and "loraplane.io/adapter=medical" in nothing.issues[0].message
+    )
+
+
+@pytest.mark.parametrize(
+    ("jobs", "severity", "reason"),
+    [
+        ([], "Degraded", IssueReason.NOT_FOUND),
+        ([job("v3", state="Training")], "Progressing", IssueReason.RUNNING),
+        ([job("v3", state="Failed")], "Degraded", IssueReason.FAILED),
+        ([job("v3", gate=False)], "Degraded", IssueReason.GATE_FAILED),
+    ],
+)
+def test_a_pinned_run_must_have_succeeded_and_passed(jobs: list[JobInfo], severity: str, reason: str) -> None:
+    s = spec(adapters=[{"name": "medical", "source": {"fineTuneJob": "v3"}}])
+    previous = [ResolvedAdapter(name="medical", fine_tune_job="v1", uri="pvc://store/team-a/v1", sha256=SHA["v1"])]
+    (plan,) = resolve_all(s, namespace="team-a", jobs=jobs, previous=previous)
+    assert [(i.severity, i.reason) for i in plan.issues] == [(severity, reason)]
+    assert "spec.adapters[0].source.fineTuneJob" in plan.issues[0].message
+    # The version served before keeps serving, and the status says so.
+    assert plan.stable == Version("pvc://store/team-a/v1", SHA["v1"], "v1") and plan.fallback
+
+
+def test_pinning_an_older_run_rolls_back() -> None:
+    s = spec(adapters=[{"name": "medical", "source": {"fineTuneJob": "v1"}}])
+    (plan,) = resolve_all(s, namespace="team-a", jobs=[job("v1"), job("v2", created=T1)])
+    assert plan.stable is not None and plan.stable.fine_tune_job == "v1" and not plan.fallback
+
+
+def test_cross_namespace_sources_need_allowed_namespaces() -> None:
+    adapters = [{"name": "medical", "source": {"fineTuneJob": "v1", "namespace": "team-b"}}]
+    refused = spec(adapters=adapters)
+    assert modelserver_problems(refused.to_k8s())  # admission refuses it ...
+    (plan,) = resolve_all(refused, namespace="team-a", jobs=[job("v1", ns="team-b")])
+    assert plan.stable is None and plan.issues[0].reason == IssueReason.NAMESPACE_NOT_ALLOWED  # ... and resolution too
+    allowed = spec(adapters=adapters, allowedNamespaces=["team-b"])
+    (plan,) = resolve_all(allowed, namespace="team-a", jobs=[job("v1", ns="team-b")])
+    assert plan.stable == Version("pvc://store/team-b/v1", SHA["v1"], "team-b/v1")
+
+
+def test_public_names_belong_to_the_oldest_modelserver() -> None:
+    older, newer = Claim(T0, "team-b", "other"), Claim(T1, "team-a", "qwen")
+    claims = {"medical": [older, newer]}
+    (plan,) = resolve_all(spec(), namespace="team-a", jobs=[job("v1")], claims=claims, me=newer)
+    assert plan.blocked and plan.versions == [] and plan.issues[0].reason == IssueReason.NAME_TAKEN
+    assert "team-b/other" in plan.issues[0].message
+    (plan,) = resolve_all(spec(), namespace="team-b", jobs=[job("v1", ns="team-b")], claims=claims, me=older)
+    assert not plan.blocked and plan.versions
+
+
+def test_canary_weights_and_degenerate_canaries() -> None:
+    s = spec(
+        adapters=[
+            {
+                "name": "medical",
+                "source": {"fineTuneJob": "v1"},
+                "canary": {"source": {"fineTuneJob": "v2"}, "weight": 20},
+            }
+        ]
+    )
+    (plan,) = resolve_all(s, namespace="team-a", jobs=[job("v1"), job("v2")])
+    assert [(v.fine_tune_job, w) for v, w in plan.versions] == [("v1", 80), ("v2", 20)]
+    assert AdapterPlan("m", Version("pvc://a/1", SHA["v1"]), Version("pvc://a/2", SHA["v2"]), 0).versions == [
+        (Version("pvc://a/1", SHA["v1"]), 100)
+    ]
+    same = AdapterPlan("m", Version("pvc://a/1", SHA["v1"]), Version("pvc://a/1b", SHA["v1"]), 50)
+    assert len(same.versions) == 1
+    (missing,) = resolve_all(
+        spec(adapters=[{**s.adapters[0].to_k8s(), "canary": {"source": {"fineTuneJob": "nope"}, "weight": 20}}]),
+        namespace="team-a",
+        jobs=[job("v1")],
+    )
+    assert [(v.fine_tune_job, w) for v, w in missing.versions] == [("v1", 100)]
+    assert "canary.source.fineTuneJob" in missing.issues[0].message
+
+
+def test_uri_sources_and_paths() -> None:
+    s = spec(
+        adapters=[
+            {"name": "legal", "source": {"uri": "pvc://store/team-a/legal-v1"}},
+            {"name": "hub", "source": {"uri": "hf://org/adapter"}},
+        ]
+    )
+    legal, hub = resolve_all(s, namespace="team-a", jobs=[])
+    assert (
+        legal.stable is not None and legal.stable.sha256 == "" and legal.stable.lora_name("legal").startswith("legal-")
+    )
+    assert hub.stable is None and hub.issues[0].reason == IssueReason.UNSUPPORTED_URI
+    assert adapter_path("pvc://store/team-a/legal-v1", "/mnt/adapters") == "/mnt/adapters/store/team-a/legal-v1"
+    assert adapter_path("file:///data/a", "/mnt/adapters") == "/data/a"
+    assert store_claims([legal]) == ["store"]
+
+
+def test_job_info_reads_the_finetunejob_status() -> None:
+    obj = {
+        "metadata": {"namespace": "team-a", "name": "v2", "creationTimestamp": T0, "labels": {"a": "b"}},
+        "status": {
+            "phase": "Succeeded",
+            "conditions": [
+                {"type": "Succeeded", "status": "True"},
+                {"type": "EvaluationPassed", "status": "False"},
+            ],
+            "adapter": {"uri": "pvc://store/team-a/v2", "sha256": SHA["v2"]},
+            "evaluation": {"passed": False},
+        },
+    }
+    info = JobInfo.from_object(obj)
+    assert (info.succeeded, info.gate_passed, info.uri, info.sha256) == (
+        True,
+        False,
+        "pvc://store/team-a/v2",
+        SHA["v2"],
+    )
+    assert not info.servable
+    assert JobInfo.from_object({"metadata": {"name": "x"}}).servable is False
+
+
+# ----------------------------------------------------------------------------------------------------- route
+
+
+def plan(version: str, weight_canary: tuple[str, int] | None = None) -> AdapterPlan:
+    stable = Version(f"pvc://store/team-a/{version}", SHA[version], version)
+    if weight_canary is None:
+        return AdapterPlan("medical", stable)
+    name, weight = weight_canary
+    return AdapterPlan("medical", stable, Version(f"pvc://store/team-a/{name}", SHA[name], name), weight)
+
+
+def state(route: Route, loaded: dict[str, list[str]], unhealthy: tuple[str, ...] = ()) -> Any:
+    replicas = [{"url": u, "healthy": u not in unhealthy, "loaded": names, "errors": {}} for u, names in loaded.items()]
+    return parse_server_state({"route": route.wire(), "replicas": replicas})
+
+
+R = ["http://10.0.0.1:8000", "http://10.0.0.2:8000"]
+V = {k: "medical-" + SHA[k][:12] for k in SHA}
+
+
+def test_desired_route_matches_the_router_contract() -> None:
+    route = desired_route("qwen", list(reversed(R)), [plan("v1", ("v2", 10))], "/mnt/adapters")
+    assert route.wire() == {
+        "base_model": "qwen",
+        "replicas": R,
+        "adapters": [
+            {
+                "name": "medical",
+                "versions": [
+                    {"name": V["v1"], "path": "/mnt/adapters/store/team-a/v1", "sha256": SHA["v1"], "weight": 90},
+                    {"name": V["v2"], "path": "/mnt/adapters/store/team-a/v2", "sha256": SHA["v2"], "weight": 10},
+                ],
+            }
+        ],
+    }
+
+
+def test_a_version_change_is_staged_until_loaded_everywhere_then_shifted() -> None:
+    old = desired_route("qwen", R, [plan("v1")], "/mnt/adapters")
+    new = desired_route("qwen", R, [plan("v2")], "/mnt/adapters")
+    # 1. stage: v1 keeps all traffic, v2 is added at weight 0 so the router loads it.
+    step = next_step(new, state(old, {R[0]: [V["v1"]], R[1]: [V["v1"]]}))
+    assert step.pending == (V["v2"],)
+    assert [(v.name, v.weight) for v in step.route.adapters[0].versions] == [(V["v1"], 100), (V["v2"], 0)]
+    # Loaded on one replica only: still staged.
+    staged = step.route
+    assert next_step(new, state(staged, {R[0]: [V["v1"], V["v2"]], R[1]: [V["v1"]]})).pending == (V["v2"],)
+    # 2. shift: loaded on every healthy replica (an unhealthy one does not hold the rollout back).
+    step = next_step(new, state(staged, {R[0]: [V["v1"], V["v2"]], R[1]: []}, unhealthy=(R[1],)))
+    assert step.pending == () and same_route(step.route, new)
+    # Nothing healthy: nothing is known to be loaded, so no traffic moves.
+    assert next_step(new, state(staged, {R[0]: [], R[1]: []}, unhealthy=tuple(R))).pending == (V["v2"],)
+
+
+def weights(route: Route) -> list[tuple[str, int]]:
+    return [(v.name, v.weight) for v in route.adapters[0].versions]
+
+
+def test_two_new_versions_are_staged_one_at_a_time_within_the_routers_limit() -> None:
+    """The router holds at most two versions per public name: [v1] -> [v2 90%, v3 10%] goes in steps."""
+    new = desired_route("qwen", R, [plan("v2", ("v3", 10))], "/mnt/adapters")
+    now = desired_route("qwen", R, [plan("v1")], "/mnt/adapters")
+    step = next_step(new, state(now, {u: [V["v1"]] for u in R}))
+    assert weights(step.route) == [(V["v1"], 100), (V["v2"], 0)] and step.pending == (V["v2"],)
+    step = next_step(new, state(step.route, {u: [V["v1"], V["v2"]] for u in R}))
+    assert weights(step.route) == [(V["v2"], 100), (V["v3"], 0)] and step.pending == (V["v3"],)
+    step = next_step(new, state(step.route, {u: [V["v2"], V["v3"]] for u in R}))
+    assert step.pending == () and weights(step.route) == [(V["v2"], 90), (V["v3"], 10)]
+    # A canary pair replaced by a new stable: the bigger share keeps all traffic while it loads.
+    pair = desired_route("qwen", R, [plan("v1", ("v2", 10))], "/mnt/adapters")
+    only = desired_route("qwen", R, [plan("v3")], "/mnt/adapters")
+    step = next_step(only, state(pair, {u: [V["v1"], V["v2"]] for u in R}))
+    assert weights(step.route) == [(V["v1"], 100), (V["v3"], 0)]
+
+
+def test_every_route_the_operator_publishes_is_valid_for_the_router() -> None:
+    """Contract: the router's own table model accepts every step (<= 2 versions, weights sum to 100)."""
+    from loraplane.serving.router.table import ServerRoute
+
+    routes = [desired_route("team-a.qwen", R, [plan("v1", ("v2", 10))], "/mnt/adapters")]
+    now = desired_route("team-a.qwen", R, [plan("v1")], "/mnt/adapters")
+    routes.append(
+        next_step(
+            desired_route("team-a.qwen", R, [plan("v2", ("v3", 10))], "/mnt/adapters"),
+            state(now, {u: [V["v1"]] for u in R}),
+        ).route
+    )
+    routes.append(desired_route("team-a.qwen", [], [AdapterPlan("legal", Version("pvc://s/l"))], "/mnt/adapters"))
+    for route in routes:
+        parsed = ServerRoute.model_validate(route.wire())
+        assert parsed.model_dump(mode="json") == route.wire()
+
+
+def test_new_names_and_weight_changes_are_published_at_once() -> None:
+    new = desired_route("qwen", R, [plan("v1", ("v2", 30))], "/mnt/adapters")
+    assert same_route(next_step(new, None).route, new)  # nothing served yet
+    both_loaded = {u: [V["v1"], V["v2"]] for u in R}
+    current = desired_route("qwen", R, [plan("v1", ("v2", 10))], "/mnt/adapters")
+    assert same_route(next_step(new, state(current, both_loaded)).route, new)  # weights only
+
+
+def test_same_route_ignores_order() -> None:
+    a = Route(
+        base_model="b",
+        replicas=["x", "y"],
+        adapters=[RouteModel(name="m", versions=[RouteVersion(name="v", path="p")])],
+    )
+    b = Route(base_model="b", replicas=["y", "x"], adapters=list(a.adapters))
+    assert same_route(a, b) and not same_route(a, b.model_copy(update={"replicas": ["x"]}))
+
+
+class FakeRouter:
+    """In-memory router: a staged version becomes loaded after `load_after` reads."""
+
+    def __init__(self, load_after: int) -> None:
+        self.route: Route | None = None
+        self.puts: list[Route] = []
+        self.load_after = load_after
+        self.reads = 0
+
+    def get(self, key: str) -> Any:
+        if self.route is None:
+            return None
+        self.reads += 1
+        names = [v.name for m in self.route.adapters for v in m.versions]
+        loaded = names if self.reads > self.load_after else [n for n in names if n == V["v1"]]
+        return state(self.route, {u: loaded for u in self.route.replicas})
+
+    def put(self, key: str, route: Route) -> None:
+        self.route = route
+        self.puts.append(route)
+        self.reads = 0
+
+
+def test_publish_stages_waits_for_the_load_then_shifts() -> None:
+    fake = FakeRouter(load_after=3)
+    fake.route = desired_route("qwen", R, [plan("v1")], "/mnt/adapters")
+    settings = OperatorSettings(priority=1, rollout_wait_seconds=10)
+    final = publish(fake, "team-a.qwen", "qwen", R, [plan("v2")], settings)  # type: ignore[arg-type]
+    assert [[(v.name, v.weight) for v in r.adapters[0].versions] for r in fake.puts] == [
+        [(V["v1"], 100), (V["v2"], 0)],
+        [(V["v2"], 100)],
+    ]
+    assert final is not None and final.route.adapters[0].versions[0].name == V["v2"]
+    # A load that takes longer than the wait leaves the staged route; a later round shifts.
+    slow = FakeRouter(load_after=10**6)
+    slow.route = desired_route("qwen", R, [plan("v1")], "/mnt/adapters")
+    publish(slow, "k", "qwen", R, [plan("v2")], OperatorSettings(priority=1, rollout_wait_seconds=0.3))  # type: ignore[arg-type]
+    assert len(slow.puts) == 1 and [v.weight for v in slow.puts[0].adapters[0].versions] == [100, 0]
+
+
+# ----------------------------------------------------------------------------------------------------- status
+
+
+def deployment_obj(replicas: int, ready: int, updated: int | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"generation": 2},
+        "status": {
+            "observedGeneration": 2,
+            "replicas": replicas,
+            "readyReplicas": ready,
+            "updatedReplicas": replicas if updated is None else updated,
+            "availableReplicas": ready,
+        },
+    }
+
+
+def ready_pod(name: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+    }
+
+
+def snapshot(**over: Any) -> ServerSnapshot:
+    plans = over.pop("plans", [plan("v2")])
+    route = desired_route("qwen", R, plans, "/mnt/adapters")
+    base: dict[str, Any] = {
+        "generation": 3,
+        "problems": [],
+        "spec": spec(),
+        "deployment": deployment_obj(2, 2),
+        "pods": [ready_pod("p0"), ready_pod("p1")],
+        "replica_urls": {"p0": R[0], "p1": R[1]},
+        "plans": plans,
+        "router": state(route, {u: [V["v2"]] for u in R}),
+        "router_key": "team-a.qwen",
+    }
+    base.update(over)
+    return ServerSnapshot(**base)
+
+
+def conds(status: ModelServerStatus) -> dict[str, tuple[str, str, int | None]]:
+    return {c.type: (c.status, c.reason, c.observed_generation) for c in status.conditions}
+
+
+def test_everything_served_is_ready_with_the_generation() -> None:
+    status = modelserver_status(ModelServerStatus(), snapshot(), T0)
+    assert conds(status) == {
+        "Accepted": ("True", "SpecValid", 3),
+        "Ready": ("True", "Serving", 3),
+        "Progressing": ("False", "Converged", 3),
+        "Degraded": ("False", "Healthy", 3),
+    }
+    assert status.observed_generation == 3 and (status.replicas, status.ready_replicas) == (2, 2)
+    (adapter,) = status.adapters
+    assert (
+        adapter.served and adapter.version == V["v2"] and adapter.fine_tune_job == "v2" and adapter.sha256 == SHA["v2"]
+    )
+    assert status.adapter_summary == f"medical=v2@{SHA['v2'][:12]}"
+    assert [(r.pod, r.url, r.healthy, r.loaded) for r in status.replica_adapters] == [
+        ("p0", R[0], True, [V["v2"]]),
+        ("p1", R[1], True, [V["v2"]]),
+    ]
+    again = modelserver_status(status, snapshot(), T1)
+    assert [c.last_transition_time for c in again.conditions] == [T0] * 4, "no flip, no new transition time"
+
+
+def test_rolling_out_and_loading_are_progressing() -> None:
+    rolling = modelserver_status(ModelServerStatus(), snapshot(deployment=deployment_obj(3, 2, updated=1)), T0)
+    assert conds(rolling)["Progressing"][:2] == ("True", "RollingOut")
+    assert conds(rolling)["Ready"][:2] == ("False", "ReplicasNotReady")
+    staged_route = desired_route("qwen", R, [plan("v1")], "/mnt/adapters")
+    staged = state(
+        staged_route.model_copy(
+            update={
+                "adapters": [
+                    RouteModel(
+                        name="medical",
+                        versions=[*staged_route.adapters[0].versions, RouteVersion(name=V["v2"], path="p", weight=0)],
+                    )
+                ]
+            }
+        ),
+        {u: [V["v1"]] for u in R},
+    )
+    loading = modelserver_status(ModelServerStatus(), snapshot(router=staged), T0)
+    assert conds(loading)["Progressing"][:2] == ("True", "LoadingAdapters")
+    assert conds(loading)["Ready"][:2] == ("False", "AdaptersNotServed") and not loading.adapters[0].served
+    assert conds(loading)["Degraded"][0] == "False"
+
+
+def test_drift_the_controller_cannot_fix_is_degraded() -> None:
+    unavailable = modelserver_status(ModelServerStatus(), snapshot(router=None, router_error="connection refused"), T0)
+    assert conds(unavailable)["Degraded"][:2] == ("True", "RouterUnavailable")
+    assert conds(unavailable)["Ready"][:2] == ("False", "RouterUnavailable")
+    rejected = modelserver_status(
+        ModelServerStatus(), snapshot(router=None, router_error="409 taken", router_rejected=True), T0
+    )
+    assert conds(rejected)["Ready"][:2] == ("False", "RouterRejected")
+    assert conds(rejected)["Degraded"][:2] == ("True", "RouterRejected")
+    s = spec(adapters=[{"name": "medical", "source": {"fineTuneJob": "v3"}}])
+    previous = [ResolvedAdapter(name="medical", fine_tune_job="v2", uri="pvc://store/team-a/v2", sha256=SHA["v2"])]
+    plans = resolve_all(s, namespace="team-a", jobs=[job("v3", state="Failed")], previous=previous)
+    failed_pin = modelserver_status(ModelServerStatus(), snapshot(spec=s, plans=plans), T0)
+    assert conds(failed_pin)["Degraded"][:2] == ("True", IssueReason.FAILED)
+    (adapter,) = failed_pin.adapters
+    assert adapter.version == V["v2"] and "still serving the previous version" in adapter.message
+    assert conds(failed_pin)["Ready"][:2] == ("False", "AdaptersNotServed")
+    refused_state = state(desired_route("qwen", R, [plan("v2")], "/mnt/adapters"), {R[0]: [], R[1]: []})
+    refused_state = parse_server_state(
+        {
+            "route": refused_state.route.wire(),
+            "replicas": [{"url": u, "healthy": True, "loaded": [], "errors": {V["v2"]: "sha256 mismatch"}} for u in R],
+        }
+    )
+    refused = modelserver_status(ModelServerStatus(), snapshot(router=refused_state), T0)
+    assert (
+        conds(refused)["Degraded"][:2] == ("True", "AdapterLoadFailed")
+        and "sha256 mismatch" in refused.conditions[-1].message
+    )
+    assert refused.replica_adapters[0].errors == [f"{V['v2']}: sha256 mismatch"]
+
+
+def test_invalid_spec_and_no_router() -> None:
+    problems = modelserver_problems(
+        {**spec().to_k8s(), "adapters": [{"name": "m", "source": {"fineTuneJob": "x", "namespace": "elsewhere"}}]}
+    )
+    invalid = modelserver_status(ModelServerStatus(), ServerSnapshot(generation=1, problems=problems, spec=None), T0)
+    assert conds(invalid)["Accepted"][:2] == ("False", "InvalidSpec")
+    assert conds(invalid)["Failed"][:2] == ("True", "InvalidSpec")
+    assert conds(invalid)["Degraded"][:2] == ("True", "InvalidSpec")
+    assert "spec.adapters[0].source.namespace" in (get_condition(invalid.conditions, "Degraded") or invalid).message  # type: ignore[union-attr]
+    unrouted = modelserver_status(ModelServerStatus(), snapshot(router=None, router_configured=False), T0)
+    assert conds(unrouted)["Degraded"][:2] == ("True", "RouterNotConfigured")
+    zero = modelserver_status(
+        ModelServerStatus(),
+        snapshot(spec=spec(replicas=0), deployment=deployment_obj(0, 0), pods=[], replica_urls={}),
+        T0,
+    )
+    assert conds(zero)["Ready"][:2] == ("False", "ScaledToZero") and conds(zero)["Progressing"][0] == "False"
+
+
+def test_events_on_promotion_and_degradation() -> None:
+    before = modelserver_status(ModelServerStatus(), snapshot(plans=[plan("v1")]), T0)
+    after = modelserver_status(before, snapshot(plans=[plan("v2")]), T1)
+    assert ("Normal", "AdapterPromoted", f"medical: {V['v1']} -> {V['v2']}") in transitions(before, after)
+    broken = modelserver_status(after, snapshot(router=None, router_error="refused"), T1)
+    assert ("Warning", "RouterUnavailable", "refused") in transitions(after, broken)
+    assert transitions(after, after) == []
+
+
+def test_summary_shows_canaries() -> None:
+    text = summary([plan("v1", ("v2", 10)), AdapterPlan("legal", None)])
+    assert text == f"medical=v1@{SHA['v1'][:12]} (canary v2@{SHA['v2'][:12]} 10%), legal=-"
+
+
+# ----------------------------------------------------------------------------------------------------- router client
+
+
+def test_router_client_against_the_admin_contract() -> None:
+    with StubRouter() as stub:
+        client = RouterClient(stub.url, stub.admin_key, timeout=5)
+        assert client.get("ns.a") is None
+        route = desired_route("qwen", R, [plan("v1")], "/mnt/adapters")
+        client.put("ns.a", route)
+        got = client.get("ns.a")
+        assert got is not None and same_route(got.route, route)
+        assert got.replica(R[0]) is not None and V["v1"] in got.replica(R[0]).loaded  # type: ignore[union-attr]
+        with pytest.raises(RouterRejected) as taken:  # another server already serves "medical"
+            client.put("ns.b", route)
+        assert taken.value.status == 409 and "medical" in str(taken.value)
+        with pytest.raises(RouterRejected) as denied:
+            RouterClient(stub.url, "wrong-key", timeout=5).get("ns.a")
+        assert denied.value.status == 401
+        stub.fail_with = 503
+        with pytest.raises(RouterUnavailable):
+            client.get("ns.a")
+        stub.fail_with = None
+        assert client.delete("ns.a") is True and client.delete("ns.a") is False
+    with pytest.raises(RouterUnavailable):
+        RouterClient(stub.url, stub.admin_key, timeout=2).get("ns.a")  # nothing listens any more
+
+
+def test_router_client_against_the_real_router() -> None:
+    """Contract with loraplane.serving.router: what the client sends is accepted, what it reads back parses."""
+    from tests.serving.router_helpers import ADMIN_KEY, running_router
+
+    with running_router() as router:
+        client = RouterClient(router.url, ADMIN_KEY, timeout=10)
+        staged = next_step(
+            desired_route("team-a.qwen", R, [plan("v2")], "/mnt/adapters"),
+            state(desired_route("team-a.qwen", R, [plan("v1")], "/mnt/adapters"), {u: [V["v1"]] for u in R}),
+        ).route
+        assert client.get("team-a.qwen") is None
+        client.put("team-a.qwen", staged)
+        got = client.get("team-a.qwen")
+        assert got is not None and same_route(got.route, staged)
+        assert {r.url for r in got.replicas} == set(R) and all(not r.healthy for r in got.replicas)
+        other = desired_route("team-b.qwen", ["http://10.0.0.9:8000"], [plan("v1")], "/mnt/adapters")
+        with pytest.raises(RouterRejected) as taken:
+            client.put("team-b.qwen", other)
+        assert taken.value.status == 409 and "medical" in str(taken.value)
+        with pytest.raises(RouterRejected) as forbidden:
+            RouterClient(router.url, "user-key", timeout=10).get("team-a.qwen")
+        assert forbidden.value.status in (401, 403)
+        assert client.delete("team-a.qwen") is True and client.get("team-a.qwen") is None
+        assert client.delete("team-a.qwen") is False

@@ -1,0 +1,104 @@
+"""Run the router in-process on a real port (uvicorn in a thread) and talk to it over HTTP, as clients do."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from loraplane.api.artifact import RESULT_FILE
+from loraplane.serving.router import AdapterVersion, PublicModel, RouterSettings, ServerRoute, create_app
+from tests.kube_harness import free_port, poll
+from tests.serving.fixtures import BASE_NAME
+
+ADMIN_KEY = "admin-secret"
+
+
+def version(name: str, path: Path, weight: int = 100) -> AdapterVersion:
+    import json
+
+    sha = json.loads((path / RESULT_FILE).read_text())["adapter"]["sha256"]
+    return AdapterVersion(name=name, path=str(path), sha256=sha, weight=weight)
+
+
+def route(replicas: list[str], adapters: Mapping[str, Path]) -> ServerRoute:
+    """Each adapter served under its own public name with one version named after it."""
+    return ServerRoute(
+        base_model=BASE_NAME,
+        replicas=replicas,
+        adapters=[PublicModel(name=name, versions=[version(name, path)]) for name, path in adapters.items()],
+    )
+
+
+class Router:
+    def __init__(self, url: str, server: uvicorn.Server) -> None:
+        self.url, self.server = url, server
+        self.http = httpx.Client(base_url=url, timeout=120)
+
+    def chat(
+        self,
+        model: str,
+        content: str = "Hello there",
+        *,
+        max_tokens: int = 12,
+        headers: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        request = {"model": model, "messages": [{"role": "user", "content": content}], "temperature": 0}
+        request |= {"max_tokens": max_tokens, **(body or {})}
+        return self.http.post("/v1/chat/completions", json=request, headers=headers)
+
+    def answer(self, model: str, content: str = "Hello there", max_tokens: int = 12) -> str:
+        resp = self.chat(model, content, max_tokens=max_tokens)
+        assert resp.status_code == 200, resp.text
+        return str(resp.json()["choices"][0]["message"]["content"])
+
+    def admin(self, method: str, path: str = "", body: Any = None, key: str | None = ADMIN_KEY) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return self.http.request(method, "/admin/v1/servers" + path, json=body, headers=headers)
+
+    def put(self, name: str, server_route: ServerRoute) -> httpx.Response:
+        return self.admin("PUT", f"/{name}", server_route.model_dump())
+
+    def wait_routable(self, *models: str, timeout: float = 240) -> None:
+        """Poll until each model answers 200 through the router (adapters are loaded asynchronously)."""
+        for model in models:
+
+            def answers(model: str = model) -> bool:
+                return self.chat(model, max_tokens=1).status_code == 200
+
+            poll(f"{model} routable", answers, timeout=timeout)
+
+    def status(self, name: str) -> dict[str, Any]:
+        resp = self.admin("GET", f"/{name}")
+        assert resp.status_code == 200, resp.text
+        data: dict[str, Any] = resp.json()
+        return data
+
+
+@contextmanager
+def running_router(routes: Mapping[str, ServerRoute] | None = None, **settings: Any) -> Iterator[Router]:
+    """The router app served by uvicorn on a free loopback port for the duration of the block."""
+    port = free_port()
+    config = RouterSettings(
+        host="127.0.0.1", port=port, admin_key=ADMIN_KEY, reconcile_interval_s=1.0, drain_timeout_s=30, **settings
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(config, routes), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    poll("router up", lambda: server.started, timeout=30)
+    router = Router(url, server)
+    try:
+        yield router
+    finally:
+        router.http.close()
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -1,0 +1,46 @@
+"""Score a finished adapter again: base vs adapter on a held-out set (local mode's `loraplane eval`).
+
+Uses the run's own training spec (its template and data format) with the evaluation section replaced,
+and the same report as training writes into result.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from loraplane.api.artifact import RESULT_FILE
+from loraplane.api.trainer_spec import TrainerSpec
+from loraplane.trainer.errors import InvalidSpec
+
+
+def rescore(spec: TrainerSpec, adapter_dir: Path) -> dict[str, Any] | None:
+    """result.json-style `evaluation` of the adapter in `adapter_dir` under `spec.evaluation`."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from loraplane.trainer.evaluate import evaluation_report
+    from loraplane.trainer.models import resolve_model
+    from loraplane.trainer.train import load_examples
+
+    result = json.loads((adapter_dir / RESULT_FILE).read_text(encoding="utf-8"))
+    if not spec.evaluation.held_out_uri and spec.dataset.validation_split == 0:
+        raise InvalidSpec("no held-out data: give a held-out set", field="spec.evaluation.heldOutUri")
+    token = os.environ.get(spec.hub_token_env) or None
+    base = Path(result["base_model"]["path"])
+    if not base.is_dir():
+        base = resolve_model(
+            spec.base_model,
+            cache_dir=Path(spec.cache_dir),
+            pvc_root=Path(spec.mounts.pvc_root),
+            token=token,
+            token_env=spec.hub_token_env,
+        ).path
+    _, held_out, general_held = load_examples(spec, token)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model: Any = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    model = PeftModel.from_pretrained(model, str(adapter_dir))
+    return evaluation_report(model, tokenizer, held_out, general_held, spec.evaluation)
