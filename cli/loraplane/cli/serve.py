@@ -19,12 +19,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, cast
 
-from loraplane.serving.router import AdapterVersion, PublicModel, RouterSettings, ServerRoute, create_app
 from rich.console import Console
 
 from loraplane.api.modelserver import AdapterSource, ModelServerSpec, VllmSpec
 from loraplane.cli.errors import ServeError
 from loraplane.cli.store import AdapterStore, StoredAdapter
+from loraplane.serving.router import AdapterVersion, PublicModel, RouterSettings, ServerRoute, create_app
 from loraplane.serving.vllm_args import ServedModel, build_args, cpu_profile
 from loraplane.serving.vllm_process import VllmProcess
 
