@@ -89,6 +89,9 @@ def test_ctrl_c_checkpoints_and_the_same_run_resumes(tmp_path: Path, tiny_model:
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "COLUMNS": "200"},
+        # A terminal's Ctrl-C reaches a foreground command; a background job (as under some CI runners)
+        # starts with SIGINT ignored, so give the command the terminal's default disposition.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     checkpoints = store / "toy" / "checkpoints"
     poll("a complete checkpoint", lambda: list(checkpoints.glob("checkpoint-*/LORAPLANE_COMPLETE")), timeout=300)

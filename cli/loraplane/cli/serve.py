@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 import urllib.error
@@ -151,6 +152,7 @@ class LocalServer:
             cpu_profile(),
             port=free_port(),
             adapter_count=sum(len(m.versions) for m in plan.models),
+            python=sys.executable,  # the interpreter that has vLLM (not whatever python3 is on PATH)
         )
         self.vllm = VllmProcess(launch, log_dir / "vllm.log")
         self._server: Any = None

@@ -159,7 +159,12 @@ MS_SOURCES = "modelserver_sources"
 def modelserver_public_names(
     namespace: str | None, name: str | None, spec: kopf.Spec, meta: kopf.Meta, **_: Any
 ) -> dict[str, Claim]:
-    """Public name -> every ModelServer claiming it (the oldest owns it: names are global in the router)."""
+    """Public name -> every ModelServer claiming it (the oldest owns it: names are global in the router).
+
+    A ModelServer being deleted claims nothing: its names are free for others at once.
+    """
+    if meta.get("deletionTimestamp"):
+        return {}
     claim = Claim(str(meta.get("creationTimestamp") or ""), namespace or "", name or "")
     return {str(a["name"]): claim for a in spec.get("adapters") or [] if isinstance(a, Mapping) and a.get("name")}
 

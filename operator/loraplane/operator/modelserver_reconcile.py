@@ -149,10 +149,20 @@ def _timed(
         metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
 
 
-def forget(namespace: str, name: str, settings: OperatorSettings) -> bool:
-    """The ModelServer is being deleted: remove its route (children go by garbage collection)."""
-    with _guard:
-        _slots.pop((namespace, name), None)
+def forget(namespace: str, name: str, settings: OperatorSettings, *, wait: float = 30.0) -> bool:
+    """The ModelServer is being deleted: remove its route (children go by garbage collection).
+
+    A round that started before the deletion could publish the route again after it was removed, so
+    first wait until no round runs; later rounds read the object with its deletionTimestamp and stop.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        with _guard:
+            slot = _slots.get((namespace, name))
+            if slot is None or not slot.busy or time.monotonic() > deadline:
+                _slots.pop((namespace, name), None)
+                break
+        time.sleep(0.05)
     router = router_for(settings)
     return router.delete(router_key(namespace, name)) if router is not None else False
 

@@ -1,0 +1,501 @@
+"""What our router adds over talking to vLLM directly, side by side with LiteLLM's proxy, one run.
+
+One vLLM CPU server (launched from our builder, `loraplane.serving.vllm_args`) serves the tiny random Llama
+of the tests (2 layers) as "base" plus one random rank-8 LoRA adapter, so the model costs little and the
+extra hop shows. The same vLLM is reached three ways:
+
+    direct   vLLM itself; the adapter by its vLLM name (bench-v1)
+    router   `python -m loraplane.serving.router` as its own process (uvicorn + uvloop + httptools, JSON
+             logs, access log at WARNING) with a routes file: public model "bench" -> version "bench-v1"
+             on that replica (the router loads the adapter into vLLM itself, as in production)
+    litellm  LiteLLM's proxy (`litellm --config`, one worker, no master key, offline cost map): model
+             "bench" -> hosted_vllm/bench-v1 on the same vLLM
+
+Every request is the same chat completion (short prompt, max_tokens=1, temperature 0) for the adapter
+(--model base: the base model). The load generator is one asyncio aiohttp client (keep-alive, one
+connection pool per target); at each concurrency c, c workers share N requests per target. Latency is per
+request, from sending to the last byte of the answer; req/s is successful requests over wall time. At each
+concurrency every target gets a warm-up, then the targets run in blocks, the order rotating each round
+(and every block re-opens its connections first, unrecorded), so drift from other load on the machine hits
+all alike. vLLM's engine is pinned to the last CPU (--threads-bind), the client and proxies use the rest.
+Each table also gives CPU milliseconds per request of vLLM, of the proxy process (router, LiteLLM) and of
+the load generator (from /proc): less moved by other load than latency, and where a shared machine is
+saturated, throughput follows the sum.
+
+    python bench/router_overhead.py [--concurrency 1 32 128] [--requests 800] [--requests-c1 400]
+                                    [--rounds 8] [--model adapter|base] [--no-litellm]
+                                    [--litellm-pythonpath DIR] [--router-access-log]
+
+added = router (or LiteLLM) latency minus direct latency at the same percentile, at concurrency 1;
+throughput_ratio = router req/s / direct req/s at the highest concurrency. Targets (reported, not
+enforced): p50 added <= 1 ms, p99 added <= 5 ms, throughput_ratio >= 0.95, router overhead below LiteLLM's.
+LiteLLM's proxy needs `litellm[proxy]`; when it cannot start, the bench prints why and reports nan for it.
+
+Last line: `router_overhead p50_added_ms=<f> p99_added_ms=<f> throughput_ratio=<f> litellm_p50_added_ms=<f>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import functools
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `tests.*`: the tiny Llama, adapters, free ports
+
+from tests.kube_harness import free_port  # noqa: E402
+
+from loraplane.api.artifact import RESULT_FILE  # noqa: E402
+from loraplane.api.modelserver import VllmSpec  # noqa: E402
+from loraplane.serving.router import AdapterVersion, PublicModel, ServerRoute  # noqa: E402
+from loraplane.serving.vllm_args import ServedModel, build_args, cpu_profile  # noqa: E402
+from loraplane.serving.vllm_process import VllmProcess  # noqa: E402
+
+BASE = "base"  # vLLM --served-model-name, routable under the same name everywhere
+PUBLIC = "bench"  # the adapter's public name (router, LiteLLM)
+VERSION = "bench-v1"  # the adapter's name on vLLM (direct)
+RANK = 8
+MESSAGES = [{"role": "user", "content": "Patient reports fever. Next step?"}]
+JSON_HEADERS = {"content-type": "application/json"}
+START_TIMEOUT = 900.0  # vLLM on a busy CPU: imports, weights, warm-up
+READY_TIMEOUT = 300.0  # router and LiteLLM, counted from vLLM being healthy
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# `python -m loraplane.serving.router` with the per-request access log (INFO) turned off: the router has no
+# setting for it, so the module's main() runs after raising that one logger to WARNING.
+ROUTER_QUIET = (
+    "import logging; logging.getLogger('loraplane.router.access').setLevel(logging.WARNING); "
+    "from loraplane.serving.router.__main__ import main; raise SystemExit(main())"
+)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: SIGKILL the child when this benchmark dies, even by SIGKILL (no orphaned proxies)."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class Service:
+    """A helper process (the router, LiteLLM's proxy): its own process group, output to a log file."""
+
+    def __init__(
+        self, name: str, argv: Sequence[str], env: dict[str, str], url: str, log_path: Path, cwd: Path
+    ) -> None:
+        self.name, self.argv, self.env, self.url, self.log_path, self.cwd = name, list(argv), env, url, log_path, cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.cwd,
+                env={**os.environ, **self.env},
+                start_new_session=True,
+                preexec_fn=_die_with_parent if threading.current_thread() is threading.main_thread() else None,
+            )
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, grace: float = 15.0) -> None:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+    def tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_bytes()[-chars:].decode(errors="replace")
+        except OSError:
+            return ""
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float, service: Service | None = None) -> None:
+    """Poll `check` until it holds; fail at the deadline or as soon as `service` has exited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service is not None and not service.running():
+            raise RuntimeError(f"{service.name} exited before {what}:\n{service.tail()}")
+        if check():
+            return
+        time.sleep(0.5)
+    tail = f":\n{service.tail()}" if service is not None else ""
+    raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}{tail}")
+
+
+def http_ok(url: str, body: dict[str, object] | None = None) -> bool:
+    """GET (or POST `body` as JSON) answers 200."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers=JSON_HEADERS if data else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return bool(resp.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def chat_body(model: str) -> dict[str, object]:
+    return {"model": model, "messages": MESSAGES, "max_tokens": 1, "temperature": 0}
+
+
+def answers(target: Target) -> bool:
+    return http_ok(target.url + "/v1/chat/completions", chat_body(target.model))
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    url: str  # base URL; requests go to url + /v1/chat/completions
+    model: str  # what this target calls the model under test
+    proxy_pid: int | None = None  # the router's or LiteLLM's process (CPU accounting)
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of process `pid` (all its threads) from /proc; nan where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return math.nan
+
+
+@dataclass
+class Stats:
+    latencies: list[float] = field(default_factory=list)  # seconds, successful requests only
+    seconds: float = 0.0  # wall time of the recorded blocks
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds in the recorded blocks: vllm, proxy, client
+    errors: int = 0
+    last_error: str = ""
+
+    def percentile_ms(self, q: float) -> float:
+        return percentile(self.latencies, q) * 1000
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies) / self.seconds if self.seconds > 0 else math.nan
+
+    def cpu_ms(self, who: str) -> float:
+        """CPU milliseconds of `who` per request (all recorded requests, errors too); nan when not measured."""
+        total = len(self.latencies) + self.errors
+        return self.cpu[who] / total * 1000 if total and who in self.cpu else math.nan
+
+
+def cpu_now(vllm_pid: int | None, target: Target) -> dict[str, float]:
+    """CPU seconds so far of vLLM, the target's proxy (if any) and this load generator."""
+    now = {"vllm": cpu_seconds(vllm_pid), "client": time.process_time()}
+    if target.proxy_pid is not None:
+        now["proxy"] = cpu_seconds(target.proxy_pid)
+    return now
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default); nan for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    pos = (len(ordered) - 1) * q / 100
+    low = math.floor(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+async def block(
+    session: aiohttp.ClientSession, target: Target, requests: int, concurrency: int, stats: Stats | None
+) -> None:
+    """`requests` chat completions to `target` from `concurrency` workers; recorded into `stats` unless None."""
+    url = target.url + "/v1/chat/completions"
+    payload = json.dumps(chat_body(target.model)).encode()
+    remaining = requests
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            start = time.perf_counter()
+            try:
+                async with session.post(url, data=payload, headers=JSON_HEADERS) as resp:
+                    answer = await resp.read()
+                    error = None if resp.status == 200 else f"HTTP {resp.status}: {answer[:300]!r}"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            elapsed = time.perf_counter() - start
+            if error is None:
+                latencies.append(elapsed)
+            else:
+                errors.append(error)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, requests))))
+    wall = time.perf_counter() - started
+    if stats is not None:
+        stats.latencies += latencies
+        stats.seconds += wall
+        stats.errors += len(errors)
+        if errors:
+            stats.last_error = errors[-1]
+
+
+async def level(
+    sessions: dict[str, aiohttp.ClientSession],
+    targets: list[Target],
+    vllm_pid: int | None,
+    concurrency: int,
+    requests: int,
+    rounds: int,
+) -> dict[str, Stats]:
+    """One concurrency: warm-up, then `rounds` rounds of one block per target, the order rotating."""
+    for target in targets:
+        await block(sessions[target.name], target, max(2 * concurrency, 20), concurrency, None)
+    stats = {t.name: Stats() for t in targets}
+    per_block = [requests // rounds + (1 if i < requests % rounds else 0) for i in range(rounds)]
+    for round_, n in enumerate(per_block):
+        shift = round_ % len(targets)
+        for target in targets[shift:] + targets[:shift]:
+            session = sessions[target.name]
+            await block(session, target, max(concurrency, 4), concurrency, None)  # (re)open the connections
+            before = cpu_now(vllm_pid, target)
+            await block(session, target, n, concurrency, stats[target.name])
+            spent = stats[target.name].cpu
+            for who, seconds in cpu_now(vllm_pid, target).items():
+                spent[who] = spent.get(who, 0.0) + seconds - before[who]
+    return stats
+
+
+def table(concurrency: int, requests: int, rounds: int, stats: dict[str, Stats]) -> str:
+    direct = stats["direct"]
+    lines = [
+        f"concurrency {concurrency} ({requests} requests per target in {rounds} rounds)",
+        f"  {'target':<8} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>6} {'+p50 ms':>8} {'+p99 ms':>8}"
+        f"  cpu ms/req: {'vllm':>5} {'proxy':>5} {'client':>6}",
+    ]
+    for name, s in stats.items():
+        p50, p99 = s.percentile_ms(50), s.percentile_ms(99)
+        added = (
+            f"{'-':>8} {'-':>8}"
+            if name == "direct"
+            else f"{p50 - direct.percentile_ms(50):>8.2f} {p99 - direct.percentile_ms(99):>8.2f}"
+        )
+        cpu = " ".join(
+            f"{'-' if math.isnan(ms) else f'{ms:.2f}':>{width}}"
+            for ms, width in ((s.cpu_ms("vllm"), 5), (s.cpu_ms("proxy"), 5), (s.cpu_ms("client"), 6))
+        )
+        lines.append(f"  {name:<8} {p50:>8.2f} {p99:>8.2f} {s.rps:>8.1f} {s.errors:>6} {added}{' ' * 14}{cpu}")
+    for name, s in stats.items():
+        if s.errors:
+            lines.append(f"  {name} last error: {s.last_error}")
+    return "\n".join(lines)
+
+
+async def measure(targets: list[Target], vllm_pid: int | None, args: argparse.Namespace) -> dict[int, dict[str, Stats]]:
+    timeout = aiohttp.ClientTimeout(total=600)
+    sessions = {
+        t.name: aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=120), timeout=timeout)
+        for t in targets
+    }
+    results: dict[int, dict[str, Stats]] = {}
+    try:
+        for concurrency in args.concurrency:
+            requests = args.requests_c1 if concurrency == 1 else args.requests
+            rounds = max(1, min(args.rounds, requests // (2 * concurrency)))  # blocks of >= 2c requests
+            results[concurrency] = await level(sessions, targets, vllm_pid, concurrency, requests, rounds)
+            print(table(concurrency, requests, rounds, results[concurrency]), flush=True)
+    finally:
+        for session in sessions.values():
+            await session.close()
+    return results
+
+
+def tiny_base(work: Path) -> Path:
+    from tests.trainer.tiny import build_tiny_llama, build_tokenizer
+
+    return build_tiny_llama(work / "tiny", build_tokenizer(work / "tokenizer"))
+
+
+def router_service(args: argparse.Namespace, work: Path, vllm_url: str, adapter: Path) -> Service:
+    sha = json.loads((adapter / RESULT_FILE).read_text())["adapter"]["sha256"]
+    route = ServerRoute(
+        base_model=BASE,
+        replicas=[vllm_url],
+        adapters=[PublicModel(name=PUBLIC, versions=[AdapterVersion(name=VERSION, path=str(adapter), sha256=sha)])],
+    )
+    routes = work / "routes.json"
+    routes.write_text(json.dumps({"tiny": route.model_dump()}))
+    port = free_port()
+    env = {
+        "LORAPLANE_ROUTER_HOST": "127.0.0.1",
+        "LORAPLANE_ROUTER_PORT": str(port),
+        "LORAPLANE_ROUTER_ROUTES_FILE": str(routes),
+        "LORAPLANE_ROUTER_LOG_FORMAT": "json",
+    }
+    argv = [sys.executable, "-m", "loraplane.serving.router"] if args.router_access_log else [sys.executable, "-c"]
+    if not args.router_access_log:
+        argv.append(ROUTER_QUIET)
+    return Service("router", argv, env, f"http://127.0.0.1:{port}", work / "router.log", work)
+
+
+def litellm_service(args: argparse.Namespace, work: Path, vllm_url: str) -> Service | None:
+    exe = Path(sys.executable).with_name("litellm")
+    command = str(exe) if exe.exists() else shutil.which("litellm")
+    if command is None:
+        print("LiteLLM: no `litellm` command next to this Python or on PATH (pip install 'litellm[proxy]')")
+        return None
+    params = {"api_base": vllm_url + "/v1", "api_key": "none"}
+    config = {
+        "model_list": [
+            {"model_name": BASE, "litellm_params": {"model": f"hosted_vllm/{BASE}", **params}},
+            {"model_name": PUBLIC, "litellm_params": {"model": f"hosted_vllm/{VERSION}", **params}},
+        ],
+        # local mode, like our router without API keys: no master key, no database
+        "general_settings": {"dangerously_permit_weak_or_unset_master_key": True},
+    }
+    path = work / "litellm.yaml"
+    path.write_text(yaml.safe_dump(config))
+    port = free_port()
+    argv = [command, "--config", str(path), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
+    env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}  # offline; no per-request logs
+    if args.litellm_pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join([args.litellm_pythonpath, *filter(None, [os.environ.get("PYTHONPATH")])])
+    return Service("litellm", argv, env, f"http://127.0.0.1:{port}", work / "litellm.log", work)
+
+
+def default_threads_bind() -> str:
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    return str(cpus[-1]) if cpus else "auto"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32, 128])
+    parser.add_argument("--requests", type=int, default=800, help="requests per target at concurrency > 1")
+    parser.add_argument("--requests-c1", type=int, default=400, help="requests per target at concurrency 1")
+    parser.add_argument("--rounds", type=int, default=8, help="blocks per target (fewer if a block gets < 2c)")
+    parser.add_argument("--model", choices=["adapter", "base"], default="adapter", help="what every request asks")
+    parser.add_argument("--max-num-seqs", type=int, default=128)
+    parser.add_argument("--threads-bind", default=default_threads_bind(), help="VLLM_CPU_OMP_THREADS_BIND")
+    parser.add_argument("--no-litellm", action="store_true", help="direct and router only")
+    parser.add_argument(
+        "--litellm-pythonpath", help="extra import path for the LiteLLM proxy only (its [proxy] extras)"
+    )
+    parser.add_argument("--router-access-log", action="store_true", help="keep the router's per-request log")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop every process
+
+    from tests.serving.fixtures import write_adapter
+
+    with tempfile.TemporaryDirectory(prefix="bench-router-overhead-") as tmp:
+        work = Path(tmp)
+        base = tiny_base(work)
+        adapter = write_adapter(base, work / "adapters" / VERSION, name=PUBLIC, seed=1, rank=RANK)
+        spec = VllmSpec(
+            max_loras=1,
+            max_lora_rank=RANK,
+            max_cpu_loras=2,
+            max_model_len=256,
+            dtype="float32",
+            gpu_memory_utilization=0.05,
+        )
+        launch = build_args(
+            ServedModel(path=str(base), name=BASE),
+            spec,
+            cpu_profile(threads_bind=args.threads_bind, kvcache_space_gib=1, max_num_seqs=args.max_num_seqs),
+            port=free_port(),
+            host="127.0.0.1",
+            python=sys.executable,
+        )
+        print("vLLM:", " ".join(launch.argv[3:]), flush=True)
+        vllm = VllmProcess(launch, work / "vllm.log", start_timeout=START_TIMEOUT)
+        router = router_service(args, work, vllm.url, adapter)
+        litellm = None if args.no_litellm else litellm_service(args, work, vllm.url)
+        services = [s for s in (router, litellm) if s is not None]
+        try:
+            started = time.perf_counter()
+            vllm.spawn()
+            for service in services:  # they start while vLLM loads
+                service.start()
+            vllm.wait_ready()
+            print(f"vLLM ready in {time.perf_counter() - started:.0f}s", flush=True)
+            direct_model, router_model = (VERSION, PUBLIC) if args.model == "adapter" else (BASE, BASE)
+            targets = [
+                Target("direct", vllm.url, direct_model),
+                Target("router", router.url, router_model, router.pid),
+            ]
+            wait_until("router /readyz", lambda: http_ok(targets[1].url + "/readyz"), READY_TIMEOUT, router)
+            for target in targets:  # the router loads the adapter into vLLM: then both answer
+                wait_until(f"{target.name} answering", functools.partial(answers, target), READY_TIMEOUT)
+            if litellm is not None:
+                ll = Target("litellm", litellm.url, router_model, litellm.pid)
+                try:
+                    wait_until(
+                        "LiteLLM /health/liveliness", lambda: http_ok(ll.url + "/health/liveliness"), 300, litellm
+                    )
+                    wait_until("LiteLLM answering", functools.partial(answers, ll), 60, litellm)
+                    targets.append(ll)
+                except RuntimeError as exc:
+                    print(f"LiteLLM's proxy is left out: {exc}", flush=True)
+            print(f"ready in {time.perf_counter() - started:.0f}s: " + ", ".join(t.name for t in targets), flush=True)
+            results = asyncio.run(measure(targets, vllm.pid, args))
+        finally:
+            for service in reversed(services):
+                service.stop()
+            vllm.stop()
+
+    low, high = min(args.concurrency), max(args.concurrency)
+    first, last = results[low], results[high]
+    p50_added = first["router"].percentile_ms(50) - first["direct"].percentile_ms(50)
+    p99_added = first["router"].percentile_ms(99) - first["direct"].percentile_ms(99)
+    ratio = last["router"].rps / last["direct"].rps
+    ll_p50 = first["litellm"].percentile_ms(50) - first["direct"].percentile_ms(50) if "litellm" in first else math.nan
+    ll_p99 = first["litellm"].percentile_ms(99) - first["direct"].percentile_ms(99) if "litellm" in first else math.nan
+    ll_ratio = last["litellm"].rps / last["direct"].rps if "litellm" in last else math.nan
+    print(f"litellm: p50 added {ll_p50:.2f} ms, p99 added {ll_p99:.2f} ms, throughput ratio {ll_ratio:.3f}")
+    checks = {
+        "p50 added <= 1 ms": p50_added <= 1.0,
+        "p99 added <= 5 ms": p99_added <= 5.0,
+        "throughput >= 0.95 of direct": ratio >= 0.95,
+        "below LiteLLM's overhead": p50_added < ll_p50 if not math.isnan(ll_p50) else None,
+    }
+    verdict = {True: "met", False: "MISSED", None: "n/a"}
+    print("targets: " + "; ".join(f"{k}: {verdict[v]}" for k, v in checks.items()))
+    print(
+        f"router_overhead p50_added_ms={p50_added:.3f} p99_added_ms={p99_added:.3f} "
+        f"throughput_ratio={ratio:.3f} litellm_p50_added_ms={ll_p50:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
