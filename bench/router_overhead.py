@@ -15,9 +15,10 @@ Every request is the same chat completion (short prompt, max_tokens=1, temperatu
 (--model base: the base model). The load generator is one asyncio aiohttp client (keep-alive, one
 connection pool per target); at each concurrency c, c workers share N requests per target. Latency is per
 request, from sending to the last byte of the answer; req/s is successful requests over wall time. At each
-concurrency every target gets a warm-up, then the targets run in blocks, the order rotating each round
-(and every block re-opens its connections first, unrecorded), so drift from other load on the machine hits
-all alike. vLLM's engine is pinned to the last CPU (--threads-bind), the client and proxies use the rest.
+concurrency every target gets a warm-up, then the targets take turns, the order rotating each round, so
+drift from other load on the machine hits all alike: at concurrency 1 request by request, above it in
+blocks of at least 2c requests (each after an unrecorded burst that re-opens its connections). vLLM's
+engine is pinned to the last CPU (--threads-bind); the client and the proxies use the rest.
 Each table also gives CPU milliseconds per request of vLLM, of the proxy process (router, LiteLLM) and of
 the load generator (from /proc): less moved by other load than latency, and where a shared machine is
 saturated, throughput follows the sum.
@@ -196,7 +197,7 @@ def cpu_seconds(pid: int | None) -> float:
 class Stats:
     latencies: list[float] = field(default_factory=list)  # seconds, successful requests only
     seconds: float = 0.0  # wall time of the recorded blocks
-    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds in the recorded blocks: vllm, proxy, client
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per request: vllm, proxy, client
     errors: int = 0
     last_error: str = ""
 
@@ -208,17 +209,7 @@ class Stats:
         return len(self.latencies) / self.seconds if self.seconds > 0 else math.nan
 
     def cpu_ms(self, who: str) -> float:
-        """CPU milliseconds of `who` per request (all recorded requests, errors too); nan when not measured."""
-        total = len(self.latencies) + self.errors
-        return self.cpu[who] / total * 1000 if total and who in self.cpu else math.nan
-
-
-def cpu_now(vllm_pid: int | None, target: Target) -> dict[str, float]:
-    """CPU seconds so far of vLLM, the target's proxy (if any) and this load generator."""
-    now = {"vllm": cpu_seconds(vllm_pid), "client": time.process_time()}
-    if target.proxy_pid is not None:
-        now["proxy"] = cpu_seconds(target.proxy_pid)
-    return now
+        return self.cpu.get(who, math.nan) * 1000
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -278,21 +269,36 @@ async def level(
     requests: int,
     rounds: int,
 ) -> dict[str, Stats]:
-    """One concurrency: warm-up, then `rounds` rounds of one block per target, the order rotating."""
+    """One concurrency: warm-up, then `rounds` rounds of one block per target, the order rotating.
+
+    CPU per request: vLLM's and the client's over the recorded blocks; a proxy's over the whole phase after
+    the warm-up (it serves only its own target, and at concurrency 1 finishes a request after the answer
+    went out, i.e. in another target's turn), divided by every request it got in that time.
+    """
     for target in targets:
         await block(sessions[target.name], target, max(2 * concurrency, 20), concurrency, None)
     stats = {t.name: Stats() for t in targets}
+    shared = {t.name: [0.0, 0.0] for t in targets}  # vLLM, client CPU seconds in the recorded blocks
+    proxy_start = {t.name: cpu_seconds(t.proxy_pid) for t in targets if t.proxy_pid is not None}
+    sent = dict.fromkeys(shared, 0)
     per_block = [requests // rounds + (1 if i < requests % rounds else 0) for i in range(rounds)]
     for round_, n in enumerate(per_block):
         shift = round_ % len(targets)
         for target in targets[shift:] + targets[:shift]:
             session = sessions[target.name]
-            await block(session, target, max(concurrency, 4), concurrency, None)  # (re)open the connections
-            before = cpu_now(vllm_pid, target)
+            if concurrency > 1:  # (re)open the connections the server side closed while the others ran
+                await block(session, target, concurrency, concurrency, None)
+                sent[target.name] += concurrency
+            vllm_cpu, client_cpu = cpu_seconds(vllm_pid), time.process_time()
             await block(session, target, n, concurrency, stats[target.name])
-            spent = stats[target.name].cpu
-            for who, seconds in cpu_now(vllm_pid, target).items():
-                spent[who] = spent.get(who, 0.0) + seconds - before[who]
+            shared[target.name][0] += cpu_seconds(vllm_pid) - vllm_cpu
+            shared[target.name][1] += time.process_time() - client_cpu
+            sent[target.name] += n
+    for target in targets:
+        s, recorded = stats[target.name], requests
+        s.cpu = {"vllm": shared[target.name][0] / recorded, "client": shared[target.name][1] / recorded}
+        if target.name in proxy_start:
+            s.cpu["proxy"] = (cpu_seconds(target.proxy_pid) - proxy_start[target.name]) / sent[target.name]
     return stats
 
 
@@ -331,7 +337,8 @@ async def measure(targets: list[Target], vllm_pid: int | None, args: argparse.Na
     try:
         for concurrency in args.concurrency:
             requests = args.requests_c1 if concurrency == 1 else args.requests
-            rounds = max(1, min(args.rounds, requests // (2 * concurrency)))  # blocks of >= 2c requests
+            # concurrency 1: the targets alternate request by request; above: blocks of >= 2c requests
+            rounds = requests if concurrency == 1 else max(1, min(args.rounds, requests // (2 * concurrency)))
             results[concurrency] = await level(sessions, targets, vllm_pid, concurrency, requests, rounds)
             print(table(concurrency, requests, rounds, results[concurrency]), flush=True)
     finally:
@@ -403,7 +410,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32, 128])
     parser.add_argument("--requests", type=int, default=800, help="requests per target at concurrency > 1")
     parser.add_argument("--requests-c1", type=int, default=400, help="requests per target at concurrency 1")
-    parser.add_argument("--rounds", type=int, default=8, help="blocks per target (fewer if a block gets < 2c)")
+    parser.add_argument("--rounds", type=int, default=8, help="blocks per target above concurrency 1 (>= 2c each)")
     parser.add_argument("--model", choices=["adapter", "base"], default="adapter", help="what every request asks")
     parser.add_argument("--max-num-seqs", type=int, default=128)
     parser.add_argument("--threads-bind", default=default_threads_bind(), help="VLLM_CPU_OMP_THREADS_BIND")
