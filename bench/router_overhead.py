@@ -468,12 +468,17 @@ def main() -> None:
                 ll = Target("litellm", litellm.url, router_model, litellm.pid)
                 try:
                     wait_until(
-                        "LiteLLM /health/liveliness", lambda: http_ok(ll.url + "/health/liveliness"), 300, litellm
+                        "LiteLLM /health/liveliness",
+                        lambda: http_ok(ll.url + "/health/liveliness"),
+                        READY_TIMEOUT,
+                        litellm,
                     )
                     wait_until("LiteLLM answering", functools.partial(answers, ll), 60, litellm)
                     targets.append(ll)
-                except RuntimeError as exc:
-                    print(f"LiteLLM's proxy is left out: {exc}", flush=True)
+                except RuntimeError as exc:  # the cause is at the end of its log, after a long traceback
+                    lines = str(exc).strip().splitlines()
+                    why = "\n  ".join(lines[:1] + lines[-1:] if len(lines) > 2 else lines)
+                    print(f"LiteLLM's proxy is left out (is `litellm[proxy]` installed?): {why}", flush=True)
             print(f"ready in {time.perf_counter() - started:.0f}s: " + ", ".join(t.name for t in targets), flush=True)
             results = asyncio.run(measure(targets, vllm.pid, args))
         finally:
