@@ -14,6 +14,8 @@ def main() -> int:
     settings = RouterSettings()
     fmt = "%(message)s" if settings.log_format == "json" else "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=logging.INFO, format=fmt, stream=sys.stderr)
+    if not settings.access_log:
+        logging.getLogger("loraplane.router.access").setLevel(logging.WARNING)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

@@ -29,3 +29,4 @@ class RouterSettings(BaseSettings):
     sticky_header: str = Field("x-session-id", description="Requests with this header stay on one version.")
     retry_after_s: int = Field(2, ge=1, description="Retry-After on 503.")
     log_format: str = Field("json", description="json or plain")
+    access_log: bool = Field(True, description="One INFO line per request on the loraplane.router.access logger.")
