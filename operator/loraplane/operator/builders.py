@@ -39,16 +39,17 @@ MOUNTS = Mounts()
 
 @dataclass(frozen=True)
 class Owner:
-    """What a child needs to know about its FineTuneJob."""
+    """What a child needs to know about the object that owns it (a FineTuneJob unless `kind` says otherwise)."""
 
     name: str
     namespace: str
     uid: str
+    kind: str = "FineTuneJob"
 
     def reference(self) -> dict[str, Any]:
         return {
             "apiVersion": API_VERSION,
-            "kind": "FineTuneJob",
+            "kind": self.kind,
             "name": self.name,
             "uid": self.uid,
             "controller": True,

@@ -21,8 +21,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from loraplane.api.common import API_VERSION
 from loraplane.api.modelserver import ModelServerSpec
+from loraplane.operator import builders
 from loraplane.operator.builders import CACHE_DIR, LABEL_COMPONENT, LABEL_MANAGED_BY, MOUNTS, restricted_pod_security
 from loraplane.operator.settings import OperatorSettings
 from loraplane.serving.vllm_args import ServedModel, VllmLaunch, build_args, cpu_profile, gpu_profile
@@ -54,22 +54,10 @@ print(f"base model {source.uri} -> {model.path}", flush=True)
 
 
 @dataclass(frozen=True)
-class Owner:
+class Owner(builders.Owner):
     """What a child needs to know about its ModelServer."""
 
-    name: str
-    namespace: str
-    uid: str
-
-    def reference(self) -> dict[str, Any]:
-        return {
-            "apiVersion": API_VERSION,
-            "kind": "ModelServer",
-            "name": self.name,
-            "uid": self.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
+    kind: str = "ModelServer"
 
 
 def child_name(name: str) -> str:
