@@ -19,6 +19,7 @@ from loraplane.operator.modelserver_resolve import (
     JobInfo,
     Version,
     adapter_path,
+    name_claims,
     resolve_all,
     store_claims,
 )
@@ -280,6 +281,24 @@ def test_public_names_belong_to_the_oldest_modelserver() -> None:
     assert "team-b/other" in plan.issues[0].message
     (plan,) = resolve_all(spec(), namespace="team-b", jobs=[job("v1", ns="team-b")], claims=claims, me=older)
     assert not plan.blocked and plan.versions
+
+
+def test_a_server_that_holds_a_public_name_keeps_it() -> None:
+    """Creation timestamps have one-second resolution: a live server never loses its name to a tie."""
+    meta = {"namespace": "team-b", "name": "other", "creationTimestamp": T1}
+    serving = name_claims(
+        meta, {"adapters": [{"name": "medical"}]}, {"adapters": [{"name": "medical", "uri": "pvc://s/v1"}]}
+    )
+    newcomer = Claim(T0, "team-a", "qwen")  # older by the clock, or equal and first by namespace
+    claims = {"medical": [newcomer, serving["medical"]]}
+    (plan,) = resolve_all(spec(), namespace="team-a", jobs=[job("v1")], claims=claims, me=newcomer)
+    assert plan.blocked and "team-b/other" in plan.issues[0].message
+    # the holder's own claim as reconcile builds it (identity only) still recognises itself
+    (plan,) = resolve_all(
+        spec(), namespace="team-b", jobs=[job("v1", ns="team-b")], claims=claims, me=Claim(T1, "team-b", "other")
+    )
+    assert not plan.blocked
+    assert name_claims({**meta, "deletionTimestamp": T1}, {"adapters": [{"name": "medical"}]}, {}) == {}
 
 
 def test_canary_weights_and_degenerate_canaries() -> None:

@@ -16,7 +16,7 @@ from loraplane.operator import modelserver_reconcile as ms_reconcile
 from loraplane.operator import reconcile as reconcile_mod
 from loraplane.operator.conditions import Reason, Type, get_condition
 from loraplane.operator.modelserver_builders import LABEL_SERVER
-from loraplane.operator.modelserver_resolve import Claim, source_namespaces
+from loraplane.operator.modelserver_resolve import Claim, name_claims, source_namespaces
 from loraplane.operator.router_client import RouterError
 from loraplane.operator.settings import OperatorSettings
 
@@ -156,17 +156,9 @@ MS_SOURCES = "modelserver_sources"
 
 
 @kopf.index(GROUP, VERSION, "modelservers")
-def modelserver_public_names(
-    namespace: str | None, name: str | None, spec: kopf.Spec, meta: kopf.Meta, **_: Any
-) -> dict[str, Claim]:
-    """Public name -> every ModelServer claiming it (the oldest owns it: names are global in the router).
-
-    A ModelServer being deleted claims nothing: its names are free for others at once.
-    """
-    if meta.get("deletionTimestamp"):
-        return {}
-    claim = Claim(str(meta.get("creationTimestamp") or ""), namespace or "", name or "")
-    return {str(a["name"]): claim for a in spec.get("adapters") or [] if isinstance(a, Mapping) and a.get("name")}
+def modelserver_public_names(meta: kopf.Meta, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict[str, Claim]:
+    """Public name -> every ModelServer claiming it (names are global in the router; see `Claim` for who wins)."""
+    return name_claims(meta, spec, status)
 
 
 @kopf.index(GROUP, VERSION, "modelservers")

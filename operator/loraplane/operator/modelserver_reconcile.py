@@ -243,7 +243,7 @@ def reconcile_object(
         return _write(obj, raw_status, current, modelserver_status(current, snap, now()), post_event, problems=True)
 
     spec = ModelServerSpec.model_validate(obj["spec"])
-    me = Claim(str(meta.get("creationTimestamp") or ""), namespace, name)
+    me = Claim(str(meta.get("creationTimestamp") or ""), namespace, name)  # identity only: see Claim.same_server
     plans = resolve_all(
         spec,
         namespace=namespace,

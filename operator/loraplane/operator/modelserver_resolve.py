@@ -248,17 +248,46 @@ def _pinned(job: JobInfo, label: str, where: str) -> SourceResult:
 # ------------------------------------------------------------------------------------------- public names
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Claim:
-    """A ModelServer claiming a public name; the smallest (oldest) claim owns it."""
+    """A ModelServer claiming a public name.
+
+    The one already serving the name keeps it (`holds`: its status resolved the name to a version), so a
+    newcomer never takes a name away from a live server, whatever the timestamps say (they have one-second
+    resolution). Among equals the oldest wins, then namespace and name, so every reader picks the same owner.
+    """
 
     created: str
     namespace: str
     name: str
+    holds: bool = False
+
+    def priority(self) -> tuple[bool, str, str, str]:
+        return (not self.holds, self.created, self.namespace, self.name)
+
+    def same_server(self, other: Claim) -> bool:
+        return (self.namespace, self.name) == (other.namespace, other.name)
+
+
+def name_claims(meta: Mapping[str, Any], spec: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, Claim]:
+    """Public name -> this ModelServer's claim on it, from the object as the API returns it."""
+    if meta.get("deletionTimestamp"):  # a server being deleted claims nothing: its names are free at once
+        return {}
+    held = {str(a.get("name")) for a in status.get("adapters") or [] if isinstance(a, Mapping) and a.get("uri")}
+    namespace, name, created = (
+        str(meta.get("namespace") or ""),
+        str(meta.get("name") or ""),
+        str(meta.get("creationTimestamp") or ""),
+    )
+    return {
+        str(a["name"]): Claim(created, namespace, name, holds=str(a["name"]) in held)
+        for a in spec.get("adapters") or []
+        if isinstance(a, Mapping) and a.get("name")
+    }
 
 
 def name_owner(claims: Iterable[Claim]) -> Claim | None:
-    return min(claims, default=None)
+    return min(claims, key=Claim.priority, default=None)
 
 
 def source_namespaces(spec: ModelServerSpec, namespace: str) -> list[str]:
@@ -294,7 +323,7 @@ def resolve_adapter(
 ) -> AdapterPlan:
     where = f"spec.adapters[{index}]"
     issues: list[Issue] = []
-    if owner is not None and me is not None and owner != me:
+    if owner is not None and me is not None and not owner.same_server(me):
         issues.append(
             Issue(
                 "Degraded",
