@@ -6,8 +6,9 @@ extra hop shows. The same vLLM is reached three ways:
 
     direct   vLLM itself; the adapter by its vLLM name (bench-v1)
     router   `python -m loraplane.serving.router` as its own process (uvicorn + uvloop + httptools, JSON
-             logs, access log at WARNING) with a routes file: public model "bench" -> version "bench-v1"
-             on that replica (the router loads the adapter into vLLM itself, as in production)
+             logs, LORAPLANE_ROUTER_ACCESS_LOG=false unless --router-access-log) with a routes file: public
+             model "bench" -> version "bench-v1" on that replica (the router loads the adapter into vLLM
+             itself, as in production)
     litellm  LiteLLM's proxy (`litellm --config`, one worker, no master key, offline cost map): model
              "bench" -> hosted_vllm/bench-v1 on the same vLLM
 
@@ -25,12 +26,13 @@ saturated, throughput follows the sum.
 
     python bench/router_overhead.py [--concurrency 1 32 128] [--requests 800] [--requests-c1 400]
                                     [--rounds 8] [--model adapter|base] [--no-litellm]
-                                    [--litellm-pythonpath DIR] [--router-access-log]
+                                    [--litellm CMD] [--router-access-log]
 
 added = router (or LiteLLM) latency minus direct latency at the same percentile, at concurrency 1;
 throughput_ratio = router req/s / direct req/s at the highest concurrency. Targets (reported, not
 enforced): p50 added <= 1 ms, p99 added <= 5 ms, throughput_ratio >= 0.95, router overhead below LiteLLM's.
-LiteLLM's proxy needs `litellm[proxy]`; when it cannot start, the bench prints why and reports nan for it.
+LiteLLM's proxy runs from its own venv in the cache, installed on first use by hack/setup-litellm.sh; when it
+cannot start, the bench prints why and reports nan for it.
 
 Last line: `router_overhead p50_added_ms=<f> p99_added_ms=<f> throughput_ratio=<f> litellm_p50_added_ms=<f>`.
 """
@@ -45,7 +47,6 @@ import functools
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -81,14 +82,10 @@ JSON_HEADERS = {"content-type": "application/json"}
 START_TIMEOUT = 900.0  # vLLM on a busy CPU: imports, weights, warm-up
 READY_TIMEOUT = 300.0  # router and LiteLLM, counted from vLLM being healthy
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
 # `python -m loraplane.serving.router` with the per-request access log (INFO) turned off: the router has no
 # setting for it, so the module's main() runs after raising that one logger to WARNING.
-ROUTER_QUIET = (
-    "import logging; logging.getLogger('loraplane.router.access').setLevel(logging.WARNING); "
-    "from loraplane.serving.router.__main__ import main; raise SystemExit(main())"
-)
-
-
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Linux: SIGKILL the child when this benchmark dies, even by SIGKILL (no orphaned proxies)."""
     if sys.platform == "linux":
@@ -368,18 +365,25 @@ def router_service(args: argparse.Namespace, work: Path, vllm_url: str, adapter:
         "LORAPLANE_ROUTER_PORT": str(port),
         "LORAPLANE_ROUTER_ROUTES_FILE": str(routes),
         "LORAPLANE_ROUTER_LOG_FORMAT": "json",
+        "LORAPLANE_ROUTER_ACCESS_LOG": "true" if args.router_access_log else "false",
     }
-    argv = [sys.executable, "-m", "loraplane.serving.router"] if args.router_access_log else [sys.executable, "-c"]
-    if not args.router_access_log:
-        argv.append(ROUTER_QUIET)
+    argv = [sys.executable, "-m", "loraplane.serving.router"]
     return Service("router", argv, env, f"http://127.0.0.1:{port}", work / "router.log", work)
 
 
+def litellm_command() -> str | None:
+    """LiteLLM's proxy from its own venv in the cache (hack/setup-litellm.sh installs it once)."""
+    setup = Path(__file__).resolve().parent.parent / "hack" / "setup-litellm.sh"
+    done = subprocess.run([str(setup)], stdout=subprocess.PIPE, text=True, check=False)  # its log goes to stderr
+    if done.returncode != 0 or not done.stdout.strip():
+        print(f"LiteLLM: {setup.name} failed (exit {done.returncode}); LiteLLM is left out", flush=True)
+        return None
+    return done.stdout.strip().splitlines()[-1]
+
+
 def litellm_service(args: argparse.Namespace, work: Path, vllm_url: str) -> Service | None:
-    exe = Path(sys.executable).with_name("litellm")
-    command = str(exe) if exe.exists() else shutil.which("litellm")
+    command = args.litellm or litellm_command()
     if command is None:
-        print("LiteLLM: no `litellm` command next to this Python or on PATH (pip install 'litellm[proxy]')")
         return None
     params = {"api_base": vllm_url + "/v1", "api_key": "none"}
     config = {
@@ -395,8 +399,6 @@ def litellm_service(args: argparse.Namespace, work: Path, vllm_url: str) -> Serv
     port = free_port()
     argv = [command, "--config", str(path), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
     env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}  # offline; no per-request logs
-    if args.litellm_pythonpath:
-        env["PYTHONPATH"] = os.pathsep.join([args.litellm_pythonpath, *filter(None, [os.environ.get("PYTHONPATH")])])
     return Service("litellm", argv, env, f"http://127.0.0.1:{port}", work / "litellm.log", work)
 
 
@@ -415,9 +417,7 @@ def main() -> None:
     parser.add_argument("--max-num-seqs", type=int, default=128)
     parser.add_argument("--threads-bind", default=default_threads_bind(), help="VLLM_CPU_OMP_THREADS_BIND")
     parser.add_argument("--no-litellm", action="store_true", help="direct and router only")
-    parser.add_argument(
-        "--litellm-pythonpath", help="extra import path for the LiteLLM proxy only (its [proxy] extras)"
-    )
+    parser.add_argument("--litellm", help="LiteLLM's `litellm` command (default: hack/setup-litellm.sh's)")
     parser.add_argument("--router-access-log", action="store_true", help="keep the router's per-request log")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop every process
@@ -478,7 +478,7 @@ def main() -> None:
                 except RuntimeError as exc:  # the cause is at the end of its log, after a long traceback
                     lines = str(exc).strip().splitlines()
                     why = "\n  ".join(lines[:1] + lines[-1:] if len(lines) > 2 else lines)
-                    print(f"LiteLLM's proxy is left out (is `litellm[proxy]` installed?): {why}", flush=True)
+                    print(f"LiteLLM's proxy is left out : {why}", flush=True)
             print(f"ready in {time.perf_counter() - started:.0f}s: " + ", ".join(t.name for t in targets), flush=True)
             results = asyncio.run(measure(targets, vllm.pid, args))
         finally:

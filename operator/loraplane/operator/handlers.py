@@ -55,13 +55,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     metrics.serve(cfg.metrics_port, cfg.liveness_host)
 
 
-def _poster(body: Mapping[str, Any]) -> reconcile_mod.EventPoster:
-    """Events on the FineTuneJob through kopf's poster (it fills in the involved object)."""
-
-    def post(type_: str, reason: str, message: str) -> None:
-        kopf.event(cast(kopf.Body, body), type=type_, reason=reason, message=message)
-
-    return post
+def _post_event(obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+    """An Event on a FineTuneJob or ModelServer through kopf's poster (it fills in the involved object)."""
+    kopf.event(cast(kopf.Body, obj), type=type_, reason=reason, message=message)
 
 
 def _settings(memo: kopf.Memo) -> OperatorSettings:
@@ -74,7 +70,7 @@ def _settings(memo: kopf.Memo) -> OperatorSettings:
 @kopf.on.update(GROUP, VERSION, "finetunejobs", field="spec")
 def finetunejob_reconcile(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Admission and reconcile in one: an invalid spec is a permanent error, everything else converges."""
-    status = reconcile_mod.reconcile(body, _settings(memo), _poster(body))
+    status = reconcile_mod.reconcile(body, _settings(memo), _post_event)
     if status is None:
         return  # coalesced into a reconcile that is already running
     failed = get_condition(status.conditions, Type.FAILED)
@@ -98,17 +94,16 @@ def _running(status: kopf.Status, **_: Any) -> bool:
 @kopf.timer(GROUP, VERSION, "finetunejobs", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, when=_running)
 def finetunejob_resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Level-triggered safety net: re-observe everything periodically, whatever events were missed."""
-    reconcile_mod.reconcile(body, _settings(memo), _poster(body))
+    reconcile_mod.reconcile(body, _settings(memo), _post_event)
 
 
 def _owner_changed(namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo) -> None:
+    """A training Job or Pod changed: reconcile its FineTuneJob (read fresh by the reconcile itself)."""
     name = labels.get(builders.LABEL_JOB)
     if not namespace or not name:
         return
-    obj = kube.get("loraplane.io/v1alpha1", "FineTuneJob", namespace, name)
-    if obj is None:
-        return
-    reconcile_mod.reconcile(obj, _settings(memo), _poster(obj), apply_children=False)
+    ref = {"metadata": {"namespace": namespace, "name": name}}
+    reconcile_mod.reconcile(ref, _settings(memo), _post_event, apply_children=False)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={builders.LABEL_JOB: kopf.PRESENT})
@@ -180,11 +175,6 @@ def _claims(kwargs: Mapping[str, Any]) -> dict[str, list[Claim]] | None:
     return {str(key): list(index[key]) for key in index}
 
 
-def _ms_post(obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
-    """Events on a ModelServer through kopf's poster (it fills in the involved object from the body)."""
-    kopf.event(cast(kopf.Body, obj), type=type_, reason=reason, message=message)
-
-
 def _ms_reconcile(
     namespace: str, name: str, memo: kopf.Memo, kwargs: Mapping[str, Any], *, apply: bool
 ) -> ms_reconcile.Outcome | None:
@@ -192,7 +182,7 @@ def _ms_reconcile(
         namespace,
         name,
         _settings(memo),
-        _ms_post,
+        _post_event,
         claims=_claims(kwargs),
         apply_children=apply,
     )

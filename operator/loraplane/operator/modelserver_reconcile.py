@@ -15,7 +15,6 @@ from any trigger (the ModelServer changed, one of its pods changed, a FineTuneJo
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 from loraplane.api.modelserver import ModelServerSpec, ModelServerStatus
 from loraplane.operator import kube, metrics
 from loraplane.operator import modelserver_builders as msb
+from loraplane.operator.coalesce import Coalescer
 from loraplane.operator.conditions import get_condition, now
 from loraplane.operator.modelserver_resolve import (
     AdapterPlan,
@@ -74,15 +74,7 @@ def router_for(settings: OperatorSettings) -> RouterClient | None:
 # ------------------------------------------------------------------------------------------ coalescing
 
 
-@dataclass
-class _Slot:
-    busy: bool = False
-    again: bool = False
-    apply: bool = False
-
-
-_slots: dict[tuple[str, str], _Slot] = {}
-_guard = threading.Lock()
+_rounds: Coalescer[Outcome | None] = Coalescer()
 
 
 @dataclass(frozen=True)
@@ -102,30 +94,13 @@ def reconcile(
 ) -> Outcome | None:
     """Converge one ModelServer. Idempotent; returns what it wrote (None: it is gone, or coalesced).
 
-    Triggers for one object coalesce: while a reconcile runs, further triggers only ask it to go round
-    once more, and return None at once.
+    Triggers for one object coalesce (see loraplane.operator.coalesce).
     """
-    with _guard:
-        slot = _slots.setdefault((namespace, name), _Slot())
-        slot.apply = slot.apply or apply_children
-        if slot.busy:
-            slot.again = True
-            return None
-        slot.busy = True
-    result: Outcome | None = None
-    try:
-        while True:
-            with _guard:
-                apply, slot.apply, slot.again = slot.apply, False, False
-            result = _timed(namespace, name, settings, post_event, claims, apply)
-            with _guard:
-                if not slot.again:
-                    slot.busy = False
-                    return result
-    except BaseException:
-        with _guard:
-            slot.busy = False
-        raise
+    return _rounds.run(
+        (namespace, name),
+        lambda apply: _timed(namespace, name, settings, post_event, claims, apply),
+        apply=apply_children,
+    )
 
 
 def _timed(
@@ -155,14 +130,7 @@ def forget(namespace: str, name: str, settings: OperatorSettings, *, wait: float
     A round that started before the deletion could publish the route again after it was removed, so
     first wait until no round runs; later rounds read the object with its deletionTimestamp and stop.
     """
-    deadline = time.monotonic() + wait
-    while True:
-        with _guard:
-            slot = _slots.get((namespace, name))
-            if slot is None or not slot.busy or time.monotonic() > deadline:
-                _slots.pop((namespace, name), None)
-                break
-        time.sleep(0.05)
+    _rounds.forget((namespace, name), wait=wait)
     router = router_for(settings)
     return router.delete(router_key(namespace, name)) if router is not None else False
 

@@ -7,15 +7,14 @@ Everything it needs is read from the API server, so it can run after any restart
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from loraplane.api.finetunejob import FineTuneJobSpec, FineTuneJobStatus
 from loraplane.operator import builders, kube, metrics
 from loraplane.operator.builders import LABEL_JOB, Owner
+from loraplane.operator.coalesce import Coalescer
 from loraplane.operator.conditions import Type, get_condition, now
 from loraplane.operator.observe import Snapshot, finetunejob_status
 from loraplane.operator.settings import OperatorSettings
@@ -24,26 +23,20 @@ from loraplane.operator.validation import finetunejob_problems
 
 logger = logging.getLogger(__name__)
 
-# post_event(type, reason, message): Normal or Warning Event on the FineTuneJob.
-EventPoster = Callable[[str, str, str], None]
+# post_event(object, type, reason, message): a Normal or Warning Event on the FineTuneJob `object`.
+EventPoster = Callable[[Mapping[str, Any], str, str, str], None]
 
 
-@dataclass
-class _Slot:
-    busy: bool = False
-    again: bool = False
-    apply: bool = False
-
-
-_slots: dict[tuple[str, str], _Slot] = {}
-_slots_guard = threading.Lock()
-# Namespaces where the trainer ServiceAccount was applied by this process (re-applied after a restart).
-_identities: set[str] = set()
+_rounds: Coalescer[FineTuneJobStatus | None] = Coalescer()
+# Namespace -> when this process last applied the trainer ServiceAccount and RoleBinding there. They are
+# shared by every run in the namespace: applied again at most every IDENTITY_REFRESH_S (so one deleted by
+# hand comes back within that), not on every new Job (200 jobs at once would be 400 identical applies).
+_identities: dict[str, float] = {}
+IDENTITY_REFRESH_S = 60.0
 
 
 def forget(namespace: str, name: str) -> None:
-    with _slots_guard:
-        _slots.pop((namespace, name), None)
+    _rounds.forget((namespace, name))
     metrics.record_phase(namespace, name, None)
 
 
@@ -54,17 +47,18 @@ def is_finished(status: FineTuneJobStatus) -> bool:
     )
 
 
-def _apply_children(
-    owner: Owner, spec: FineTuneJobSpec, settings: OperatorSettings, *, new_job: bool
-) -> dict[str, Any]:
-    """Server-side apply every child; returns the Job as the API server holds it after the apply.
+def _apply_identity(namespace: str, settings: OperatorSettings) -> None:
+    last = _identities.get(namespace)
+    if last is not None and time.monotonic() - last < IDENTITY_REFRESH_S:
+        return
+    for obj in builders.trainer_identity(namespace, settings):
+        kube.apply(obj, settings.field_manager)
+    _identities[namespace] = time.monotonic()
 
-    The namespace's trainer identity is applied before every new Job (and once per process otherwise).
-    """
-    if new_job or owner.namespace not in _identities:
-        for obj in builders.trainer_identity(owner.namespace, settings):
-            kube.apply(obj, settings.field_manager)
-        _identities.add(owner.namespace)
+
+def _apply_children(owner: Owner, spec: FineTuneJobSpec, settings: OperatorSettings) -> dict[str, Any]:
+    """Server-side apply every child; returns the Job as the API server holds it after the apply."""
+    _apply_identity(owner.namespace, settings)
     job: dict[str, Any] = {}
     for child in builders.children(owner, spec, settings):
         if child["kind"] in ("ServiceAccount", "RoleBinding"):
@@ -81,13 +75,17 @@ def observe(
     *,
     job: dict[str, Any] | None = None,
 ) -> Snapshot:
-    """Read the children into a snapshot (the Job by its deterministic name, the Pods by label)."""
+    """Read the children into a snapshot (the Job by its deterministic name, the Pods by label).
+
+    A Job the apply just created has no Pods yet (its status counts none): the list is skipped, and the
+    Pods' own events bring the next round.
+    """
     if job is None:
         job = kube.get("batch/v1", "Job", owner.namespace, builders.job_name(owner.name))
     if job is not None and not any(ref.get("uid") == owner.uid for ref in job["metadata"].get("ownerReferences", [])):
         job = None  # a leftover of an earlier object with the same name: not ours
     pods: list[dict[str, Any]] = []
-    if job is not None:
+    if job is not None and not _fresh(job):
         uid = job["metadata"]["uid"]
         pods = [
             p
@@ -103,6 +101,11 @@ def observe(
         pods=pods,
         base_model=spec.base_model.uri if spec else "",
     )
+
+
+def _fresh(job: Mapping[str, Any]) -> bool:
+    """A Job the job controller has not acted on yet: no status at all (its first pod sets `active`)."""
+    return not job.get("status")
 
 
 def _transition_event(old: FineTuneJobStatus, new: FineTuneJobStatus) -> tuple[str, str, str] | None:
@@ -127,33 +130,15 @@ def reconcile(
 ) -> FineTuneJobStatus | None:
     """Converge one FineTuneJob. Idempotent; returns the status it wrote (or found already correct).
 
-    Triggers for one object coalesce: while a reconcile runs, further triggers only ask it to go round
-    once more (re-reading everything), and return None at once. Nothing is lost: every round starts
-    from what the API server holds.
+    Triggers for one object coalesce (see loraplane.operator.coalesce). `body` needs only the
+    object's metadata (namespace, name, and uid when known): every round reads the object fresh.
     """
     meta = body["metadata"]
-    namespace, name = str(meta["namespace"]), str(meta["name"])
-    with _slots_guard:
-        slot = _slots.setdefault((namespace, name), _Slot())
-        slot.apply = slot.apply or apply_children
-        if slot.busy:
-            slot.again = True
-            return None
-        slot.busy = True
-    result: FineTuneJobStatus | None = None
-    try:
-        while True:
-            with _slots_guard:
-                apply, slot.apply, slot.again = slot.apply, False, False
-            result = _reconcile_once(meta, settings, post_event, apply_children=apply)
-            with _slots_guard:
-                if not slot.again:
-                    slot.busy = False
-                    return result
-    except BaseException:
-        with _slots_guard:
-            slot.busy = False
-        raise
+    return _rounds.run(
+        (str(meta["namespace"]), str(meta["name"])),
+        lambda apply: _reconcile_once(meta, settings, post_event, apply_children=apply),
+        apply=apply_children,
+    )
 
 
 def _reconcile_once(
@@ -164,8 +149,8 @@ def _reconcile_once(
     try:
         # Read fresh: the body a trigger carried may be older than what another trigger wrote.
         fresh = kube.get("loraplane.io/v1alpha1", "FineTuneJob", namespace, name)
-        if fresh is None or fresh["metadata"].get("uid") != meta.get("uid"):
-            return None
+        if fresh is None or (meta.get("uid") and fresh["metadata"].get("uid") != meta["uid"]):
+            return None  # gone, or a new object with the same name (its own triggers handle it)
         return _reconcile_locked(fresh, settings, post_event, apply_children=apply_children)
     except Exception:
         metrics.RECONCILE_ERRORS.labels(kind="FineTuneJob").inc()
@@ -185,11 +170,9 @@ def _reconcile_locked(
     problems = finetunejob_problems(dict(obj.get("spec") or {}))
     spec = None if problems else FineTuneJobSpec.model_validate(obj["spec"])
     applied_job: dict[str, Any] | None = None
-    if spec is not None and not is_finished(current):
-        # status.jobName is set once the Job was observed; until then every trigger (re)applies.
-        new_job = current.job_name is None
-        if apply_children or new_job:
-            applied_job = _apply_children(owner, spec, settings, new_job=new_job)
+    # status.jobName is set once the Job was observed; until then every trigger (re)applies.
+    if spec is not None and not is_finished(current) and (apply_children or current.job_name is None):
+        applied_job = _apply_children(owner, spec, settings)
     snap = observe(owner, spec, generation, problems, job=applied_job)
     desired = finetunejob_status(current, snap, now())
     change = status_patch(raw_status, desired)
@@ -197,7 +180,7 @@ def _reconcile_locked(
         kube.patch_status("loraplane.io/v1alpha1", "FineTuneJob", owner.namespace, owner.name, change)
         event = _transition_event(current, desired)
         if event is not None:
-            post_event(*event)
+            post_event(obj, *event)
         logger.info("%s/%s: phase %s -> %s", owner.namespace, owner.name, current.phase, desired.phase)
     metrics.record_phase(owner.namespace, owner.name, desired.phase)
     return desired
