@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from loraplane.serving.router import auth
 from loraplane.serving.router.errors import RouterError
 from loraplane.serving.router.request import parse
-from loraplane.serving.router.routing import choose_version, rank_replicas, sticky_point
+from loraplane.serving.router.routing import SpreadPoints, choose_version, pick_point, rank_replicas, sticky_point
 from loraplane.serving.router.table import AdapterVersion, PublicModel, ServerRoute, conflict, index
 
 
@@ -29,6 +29,18 @@ def test_versions_are_chosen_by_weight_and_weight_zero_never_serves() -> None:
     assert counts == {"v0": 800, "v1": 200}
     staged = model(100, 0)
     assert {choose_version(staged, i / 100).name for i in range(100)} == {"v0"}
+
+
+def test_requests_without_a_session_split_by_weight_in_every_window() -> None:
+    """Any 400 consecutive requests of one model land within 1 point of the weight, from any start."""
+    for start in (0.0, 0.37, 0.999):
+        spread = SpreadPoints(rng=lambda start=start: start)
+        chosen = [choose_version(model(70, 30), pick_point(None, "medical", spread)).name for _ in range(2000)]
+        for offset in range(0, 1600, 97):
+            assert abs(chosen[offset : offset + 400].count("v1") - 120) <= 4, (start, offset)
+    spread = SpreadPoints(rng=lambda: 0.5)
+    assert spread("medical") == spread("finance") == 0.5  # each model has its own sequence
+    assert pick_point("user-7", "medical", spread) == sticky_point("user-7", "medical")
 
 
 def test_a_session_stays_on_one_version_and_sessions_spread() -> None:

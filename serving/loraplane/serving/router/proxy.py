@@ -22,7 +22,7 @@ from loraplane.serving.router import auth
 from loraplane.serving.router.errors import RouterError, model_not_found, too_large, unavailable, upstream_timeout
 from loraplane.serving.router.metrics import RouterMetrics
 from loraplane.serving.router.request import parse
-from loraplane.serving.router.routing import choose_version, pick_point, rank_replicas
+from loraplane.serving.router.routing import SpreadPoints, choose_version, pick_point, rank_replicas
 from loraplane.serving.router.settings import RouterSettings
 from loraplane.serving.router.state import RouterState
 from loraplane.serving.router.table import Target
@@ -57,6 +57,7 @@ class Proxy:
         keys: dict[str, frozenset[str] | None] | None,
     ) -> None:
         self.state, self.session, self.settings, self.metrics, self.keys = state, session, settings, metrics, keys
+        self.spread = SpreadPoints()
         connect = settings.connect_timeout_s
         # Whole answer within the budget; a stream must keep sending (the budget is per chunk).
         self.timeouts = {
@@ -82,7 +83,7 @@ class Proxy:
             if target.model is not None:
                 sticky = request.headers.get(self.settings.sticky_header) or data.get("user")
                 upstream = choose_version(
-                    target.model, pick_point(sticky if isinstance(sticky, str) else None, model)
+                    target.model, pick_point(sticky if isinstance(sticky, str) else None, model, self.spread)
                 ).name
             data["model"] = upstream
             payload = json.dumps(data, ensure_ascii=False).encode()
