@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import logging
 import socket
 from collections.abc import Mapping
@@ -21,6 +24,7 @@ from loraplane.operator.router_client import RouterError
 from loraplane.operator.settings import OperatorSettings
 
 SETTINGS_KEY = "loraplane_settings"
+KOPF_SETTINGS_KEY = "kopf_settings"
 RESYNC_SECONDS = 30.0
 
 
@@ -29,6 +33,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     """The one place kopf is configured: storage under loraplane.io, peering, posting, timeouts."""
     cfg: OperatorSettings = memo.get(SETTINGS_KEY) or OperatorSettings()
     memo[SETTINGS_KEY] = cfg
+    memo[KOPF_SETTINGS_KEY] = settings
     # Runs before kopf's watchers and peering start: make sure the peering object exists.
     targets: list[str | None] = list(cfg.namespaces) or [None]
     for namespace in targets:
@@ -97,23 +102,38 @@ def finetunejob_resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     reconcile_mod.reconcile(body, _settings(memo), _post_event)
 
 
-def _owner_changed(namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo) -> None:
-    """A training Job or Pod changed: reconcile its FineTuneJob (read fresh by the reconcile itself)."""
+# A Job or Pod change of a training run triggers its FineTuneJob's reconcile after a short delay: one
+# pod goes through several changes within a second (created, scheduled, started), and a run's Job and
+# Pods change together, so the changes of a burst share one round instead of one round each (a round
+# reads the FineTuneJob, the Job and the Pods fresh, so nothing is missed).
+CHILD_EVENT_DELAY_S = 1.0
+_child_rounds_due: set[tuple[str, str]] = set()
+
+
+async def _owner_changed(namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo) -> None:
     name = labels.get(builders.LABEL_JOB)
-    if not namespace or not name:
-        return
+    if not namespace or not name or (namespace, name) in _child_rounds_due:
+        return  # a round for this FineTuneJob is already due and will see this change too
+    _child_rounds_due.add((namespace, name))
+    try:
+        await asyncio.sleep(CHILD_EVENT_DELAY_S)
+    finally:
+        _child_rounds_due.discard((namespace, name))
     ref = {"metadata": {"namespace": namespace, "name": name}}
-    reconcile_mod.reconcile(ref, _settings(memo), _post_event, apply_children=False)
+    round_ = functools.partial(reconcile_mod.reconcile, ref, _settings(memo), _post_event, apply_children=False)
+    context = contextvars.copy_context()  # kopf.event() finds its queue through context variables
+    executor = memo[KOPF_SETTINGS_KEY].execution.executor  # the threads kopf runs synchronous handlers in
+    await asyncio.get_running_loop().run_in_executor(executor, context.run, round_)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={builders.LABEL_JOB: kopf.PRESENT})
-def training_job_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
-    _owner_changed(namespace, labels, memo)
+async def training_job_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    await _owner_changed(namespace, labels, memo)
 
 
 @kopf.on.event("", "v1", "pods", labels={builders.LABEL_JOB: kopf.PRESENT})
-def training_pod_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
-    _owner_changed(namespace, labels, memo)
+async def training_pod_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    await _owner_changed(namespace, labels, memo)
 
 
 def _retention_delete(spec: kopf.Spec, **_: Any) -> bool:
