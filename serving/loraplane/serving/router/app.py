@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from loraplane.serving.adapter_manager import AdapterManager
 from loraplane.serving.router import auth
@@ -80,6 +81,25 @@ def load_routes(settings: RouterSettings) -> dict[str, ServerRoute]:
     return {name: ServerRoute.model_validate(route) for name, route in raw.items()}
 
 
+# The request path: served before FastAPI's middleware stack and route table (the proxy answers every
+# error itself, in OpenAI's shape), which takes a fifth of the router's CPU per request off.
+HOT_PATHS = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
+
+
+class RouterApp(FastAPI):
+    """FastAPI for everything but the two inference endpoints, which go to the proxy directly."""
+
+    proxy: Proxy | None = None  # set by the lifespan once the pooled session exists
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = HOT_PATHS.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if endpoint is not None and scope["method"] == "POST" and self.proxy is not None:
+            response = await self.proxy.handle(Request(scope, receive), endpoint)
+            await response(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: RouterSettings, routes: Mapping[str, ServerRoute] | None = None) -> FastAPI:
     """The router for `settings`, starting with `routes` (plus settings.routes_file)."""
     keys = auth.load_keys(settings.api_keys_file)
@@ -88,22 +108,24 @@ def create_app(settings: RouterSettings, routes: Mapping[str, ServerRoute] | Non
     holder: dict[str, Any] = {}
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: RouterApp) -> AsyncIterator[None]:
         state = RouterState(initial)
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
         session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
         manager = AdapterManager(VllmClient(session), state, drain_timeout=settings.drain_timeout_s)
         holder.update(state=state, proxy=Proxy(state, session, settings, metrics, keys), admin=Admin(state, settings))
         task = asyncio.create_task(reconcile_forever(state, manager, settings.reconcile_interval_s))
+        app.proxy = holder["proxy"]
         try:
             yield
         finally:
+            app.proxy = None
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await session.close()
 
-    app = FastAPI(title="Loraplane router", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = RouterApp(title="Loraplane router", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.holder = holder
     app.state.metrics = metrics
 
@@ -159,7 +181,7 @@ def create_app(settings: RouterSettings, routes: Mapping[str, ServerRoute] | Non
     async def prometheus(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    # Plain Starlette routes: no per-request dependency injection or body models on the hot path.
+    # Plain Starlette routes (reached before the lifespan ran, or with a method other than POST).
     app.add_route("/v1/chat/completions", chat, methods=["POST"])
     app.add_route("/v1/completions", completions, methods=["POST"])
     app.add_route("/v1/models", models, methods=["GET"])
