@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 from tests.kube_harness import (  # noqa: E402
     Cluster,
     OperatorProcess,
+    add_store,
     poll,
     service_account_kubeconfig,
     start_cluster,
@@ -106,32 +107,7 @@ def setup(cluster: Cluster) -> None:
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/finetunejobs.loraplane.io")
     cluster.kubectl("create", "namespace", NAMESPACE)
     poll("default SA", lambda: cluster.kubectl("get", "sa", "default", "-n", NAMESPACE, check=False).returncode == 0)
-    cluster.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": "bench-store"},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "manual",
-                "hostPath": {"path": "/tmp/bench-store"},
-                "claimRef": {"namespace": NAMESPACE, "name": "store"},
-            },
-        }
-    )
-    cluster.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "store", "namespace": NAMESPACE},
-            "spec": {
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "manual",
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        }
-    )
+    add_store(cluster, NAMESPACE, Path("/tmp/bench-store"))
 
 
 def main() -> None:

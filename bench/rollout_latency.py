@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 from tests.kube_harness import (  # noqa: E402
     Cluster,
     OperatorProcess,
+    add_store,
     poll,
     service_account_kubeconfig,
     start_cluster,
@@ -42,7 +43,6 @@ from tests.operator.ms_helpers import (  # noqa: E402
     Ms,
     RouterProcess,
     adapter_sha256,
-    add_store,
     chat,
     modelserver,
     new_namespace,

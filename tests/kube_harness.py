@@ -203,3 +203,33 @@ class OperatorProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def add_store(cluster: Cluster, namespace: str, host_dir: Path | None = None) -> None:
+    """PVC `store` in `namespace`, bound to a hostPath PV (no provisioner runs in the test cluster)."""
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": f"{namespace}-store"},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "manual",
+                "hostPath": {"path": str(host_dir or f"/tmp/{namespace}-store")},
+                "claimRef": {"namespace": namespace, "name": "store"},
+            },
+        }
+    )
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "store", "namespace": namespace},
+            "spec": {
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "manual",
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        }
+    )

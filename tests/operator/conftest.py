@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.kube_harness import Cluster, poll
+from tests.kube_harness import Cluster, add_store, poll
 
 
 def ftj(name: str, **spec: Any) -> dict[str, Any]:
@@ -85,30 +85,5 @@ class Kube:
 @pytest.fixture
 def kube(installed: Cluster, namespace: str) -> Kube:
     """The namespace with an adapter store (a PVC bound to a hostPath PV, as no provisioner runs here)."""
-    installed.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": f"{namespace}-store"},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "manual",
-                "hostPath": {"path": f"/tmp/{namespace}-store"},
-                "claimRef": {"namespace": namespace, "name": "store"},
-            },
-        }
-    )
-    installed.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "store", "namespace": namespace},
-            "spec": {
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "manual",
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        }
-    )
+    add_store(installed, namespace)
     return Kube(installed, namespace)

@@ -209,36 +209,6 @@ def swapped_operator(
         session_operator.start()
 
 
-def add_store(cluster: Cluster, namespace: str, host_dir: Path | None = None) -> None:
-    """PVC `store` in `namespace`, bound to a hostPath PV (as tests/operator/conftest.py's `kube` fixture)."""
-    cluster.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": f"{namespace}-store"},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "manual",
-                "hostPath": {"path": str(host_dir or f"/tmp/{namespace}-store")},
-                "claimRef": {"namespace": namespace, "name": "store"},
-            },
-        }
-    )
-    cluster.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "store", "namespace": namespace},
-            "spec": {
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "manual",
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        }
-    )
-
-
 def new_namespace(cluster: Cluster) -> str:
     name = f"t-{secrets.token_hex(4)}"
     cluster.kubectl("create", "namespace", name)

@@ -13,12 +13,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.kube_harness import Cluster, OperatorProcess, poll
+from tests.kube_harness import Cluster, OperatorProcess, add_store, poll
 from tests.operator.conftest import Kube
 from tests.operator.ms_helpers import (
     Ms,
     StubRouter,
-    add_store,
     condition,
     modelserver,
     new_namespace,

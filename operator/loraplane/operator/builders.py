@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from loraplane.api.common import API_VERSION
+from loraplane.api.common import API_VERSION, PodResources
 from loraplane.api.exit_codes import PERMANENT, ExitCode
 from loraplane.api.finetunejob import FineTuneJobSpec
 from loraplane.api.trainer_spec import Mounts, TrainerSpec
@@ -218,8 +218,8 @@ def trainer_command(owner: Owner, spec: FineTuneJobSpec) -> list[str]:
     return [*launcher, *args]
 
 
-def _resources(spec: FineTuneJobSpec) -> dict[str, Any]:
-    res = spec.resources
+def container_resources(res: PodResources) -> dict[str, Any]:
+    """Requests and limits of one container (training or vLLM); GPUs and memory are also limits."""
     amounts: dict[str, str] = {}
     if res.gpus:
         amounts["nvidia.com/gpu"] = str(res.gpus)
@@ -279,7 +279,7 @@ def training_job(owner: Owner, spec: FineTuneJobSpec, settings: OperatorSettings
     }
     if res.nodes > 1:
         container["ports"] = [{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT}]
-    resources = _resources(spec)
+    resources = container_resources(spec.resources)
     if resources:
         container["resources"] = resources
     pod_spec: dict[str, Any] = {

@@ -117,20 +117,6 @@ def vllm_launch(owner: Owner, spec: ModelServerSpec, settings: OperatorSettings)
     )
 
 
-def _resources(spec: ModelServerSpec) -> dict[str, Any]:
-    res = spec.resources
-    amounts: dict[str, str] = {}
-    if res.gpus:
-        amounts["nvidia.com/gpu"] = str(res.gpus)
-    if res.cpu:
-        amounts["cpu"] = res.cpu
-    if res.memory:
-        amounts["memory"] = res.memory
-    if not amounts:
-        return {}
-    return {"requests": dict(amounts), "limits": {k: v for k, v in amounts.items() if k != "cpu"}}
-
-
 def _base_claim(spec: ModelServerSpec) -> str | None:
     uri = spec.base_model.uri
     return uri.removeprefix("pvc://").split("/", 1)[0] if uri.startswith("pvc://") else None
@@ -218,7 +204,7 @@ def vllm_container(
     }
     if not container.get("lifecycle"):
         container.pop("lifecycle", None)
-    resources = _resources(spec)
+    resources = builders.container_resources(spec.resources)
     if resources:
         container["resources"] = resources
     return container
