@@ -131,24 +131,34 @@ def reconcile(
     """Converge one FineTuneJob. Idempotent; returns the status it wrote (or found already correct).
 
     Triggers for one object coalesce (see loraplane.operator.coalesce). `body` needs only the
-    object's metadata (namespace, name, and uid when known): every round reads the object fresh.
+    object's metadata (namespace, name, and uid when known): rounds read the object fresh, except that
+    a whole object without a status (its create event) serves its own first round as it is: only this
+    controller writes the status, so nothing newer can exist yet. That saves a read per new object.
     """
     meta = body["metadata"]
+    carried = [dict(body)] if body.get("spec") is not None and not body.get("status") else []
     return _rounds.run(
         (str(meta["namespace"]), str(meta["name"])),
-        lambda apply: _reconcile_once(meta, settings, post_event, apply_children=apply),
+        lambda apply: _reconcile_once(
+            meta, settings, post_event, apply_children=apply, carried=carried.pop() if carried else None
+        ),
         apply=apply_children,
     )
 
 
 def _reconcile_once(
-    meta: Mapping[str, Any], settings: OperatorSettings, post_event: EventPoster, *, apply_children: bool
+    meta: Mapping[str, Any],
+    settings: OperatorSettings,
+    post_event: EventPoster,
+    *,
+    apply_children: bool,
+    carried: dict[str, Any] | None = None,
 ) -> FineTuneJobStatus | None:
     namespace, name = str(meta["namespace"]), str(meta["name"])
     started = time.monotonic()
     try:
         # Read fresh: the body a trigger carried may be older than what another trigger wrote.
-        fresh = kube.get("loraplane.io/v1alpha1", "FineTuneJob", namespace, name)
+        fresh = carried or kube.get("loraplane.io/v1alpha1", "FineTuneJob", namespace, name)
         if fresh is None or (meta.get("uid") and fresh["metadata"].get("uid") != meta["uid"]):
             return None  # gone, or a new object with the same name (its own triggers handle it)
         return _reconcile_locked(fresh, settings, post_event, apply_children=apply_children)
