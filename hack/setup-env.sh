@@ -54,13 +54,7 @@ for arg in "$@"; do
 done
 
 # ---- Python 3.11 ---------------------------------------------------------------------------------
-PY=""
-for cand in ${LORAPLANE_PYTHON:+"$LORAPLANE_PYTHON"} python3.11 python3; do
-  exe=$("$cand" -c 'import sys; print(sys.executable if sys.version_info[:2] == (3, 11) else "")' 2>/dev/null) || continue
-  if [ -n "$exe" ]; then PY="$exe"; break; fi
-  [ -n "${LORAPLANE_PYTHON:-}" ] && [ "$cand" = "$LORAPLANE_PYTHON" ] && die "LORAPLANE_PYTHON=$LORAPLANE_PYTHON is not Python 3.11"
-done
-[ -n "$PY" ] || die "no Python 3.11 found (tried \$LORAPLANE_PYTHON, python3.11, python3); set LORAPLANE_PYTHON"
+find_python
 PY_VER=$("$PY" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')
 
 # ---- fast path: nothing changed since the last successful run ------------------------------------

@@ -16,18 +16,13 @@ T0=$SECONDS
 log() { printf 'setup-litellm [%3ds]: %s\n' "$((SECONDS - T0))" "$*" >&2; }
 die() { printf 'setup-litellm: ERROR: %s\n' "$*" >&2; exit 1; }
 # shellcheck source=lib/uv.sh
-. "$ROOT/hack/lib/uv.sh"
+. "$ROOT/hack/lib/uv.sh"   # find_python, ensure_uv
 
 VENV="$CACHE/peers/litellm-$LITELLM_VERSION"
 EXE="$VENV/bin/litellm"
 if [ -x "$EXE" ] && [ -f "$VENV/.complete" ]; then echo "$EXE"; exit 0; fi
 
-PY=""
-for cand in ${LORAPLANE_PYTHON:+"$LORAPLANE_PYTHON"} python3.11 python3; do
-  PY=$("$cand" -c 'import sys; print(sys.executable if sys.version_info[:2] == (3, 11) else "")' 2>/dev/null) || continue
-  [ -n "$PY" ] && break
-done
-[ -n "$PY" ] || die "no Python 3.11 found (tried \$LORAPLANE_PYTHON, python3.11, python3)"
+find_python
 
 mkdir -p "$CACHE/peers"
 exec 9>"$CACHE/peers/litellm.lock"

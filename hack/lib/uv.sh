@@ -1,8 +1,21 @@
-# Sourced by hack/setup-env.sh and hack/setup-litellm.sh: find or bootstrap uv at exactly UV_VERSION.
-# Needs: PY (a Python 3.11), CACHE (cache root), and log/die functions.  Sets UV and exports uv's
-# environment (cache under $CACHE/uv, registries only, link mode suited to where VENV_PARENT lives).
+# Sourced by hack/setup-env.sh and hack/setup-litellm.sh: find Python 3.11, find or bootstrap uv at
+# exactly UV_VERSION.  Needs log/die functions.
 UV_VERSION=0.13.9   # bootstrapped from PyPI at exactly this version if not on PATH
 
+# Sets PY to a Python 3.11 interpreter: $LORAPLANE_PYTHON, then python3.11, then python3.
+find_python() {
+  PY=""
+  local cand exe
+  for cand in ${LORAPLANE_PYTHON:+"$LORAPLANE_PYTHON"} python3.11 python3; do
+    exe=$("$cand" -c 'import sys; print(sys.executable if sys.version_info[:2] == (3, 11) else "")' 2>/dev/null) || continue
+    if [ -n "$exe" ]; then PY="$exe"; return 0; fi
+    [ -n "${LORAPLANE_PYTHON:-}" ] && [ "$cand" = "$LORAPLANE_PYTHON" ] && die "LORAPLANE_PYTHON=$LORAPLANE_PYTHON is not Python 3.11"
+  done
+  die "no Python 3.11 found (tried \$LORAPLANE_PYTHON, python3.11, python3); set LORAPLANE_PYTHON"
+}
+
+# Needs PY and CACHE.  Sets UV and exports uv's environment (cache under $CACHE/uv, registries only,
+# link mode suited to where the venv's parent directory $1 lives).
 ensure_uv() {
   local venv_parent="$1"
   UV=""

@@ -85,7 +85,7 @@ def observe(
     if job is not None and not any(ref.get("uid") == owner.uid for ref in job["metadata"].get("ownerReferences", [])):
         job = None  # a leftover of an earlier object with the same name: not ours
     pods: list[dict[str, Any]] = []
-    if job is not None and not _fresh(job):
+    if job is not None and not _not_started(job):
         uid = job["metadata"]["uid"]
         pods = [
             p
@@ -103,7 +103,7 @@ def observe(
     )
 
 
-def _fresh(job: Mapping[str, Any]) -> bool:
+def _not_started(job: Mapping[str, Any]) -> bool:
     """A Job the job controller has not acted on yet: no status at all (its first pod sets `active`)."""
     return not job.get("status")
 

@@ -139,13 +139,9 @@ def create_app(settings: RouterSettings, routes: Mapping[str, ServerRoute] | Non
         error = RouterError(500, f"Internal router error ({type(exc).__name__}).", type="server_error")
         return error.response(request.headers.get("x-request-id"))
 
-    async def chat(request: Request) -> Response:
+    async def inference(request: Request) -> Response:
         proxy: Proxy = holder["proxy"]
-        return await proxy.handle(request, "chat")
-
-    async def completions(request: Request) -> Response:
-        proxy: Proxy = holder["proxy"]
-        return await proxy.handle(request, "completions")
+        return await proxy.handle(request, HOT_PATHS[request.url.path])
 
     async def models(request: Request) -> Response:
         state: RouterState = holder["state"]
@@ -182,8 +178,8 @@ def create_app(settings: RouterSettings, routes: Mapping[str, ServerRoute] | Non
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # Plain Starlette routes (reached before the lifespan ran, or with a method other than POST).
-    app.add_route("/v1/chat/completions", chat, methods=["POST"])
-    app.add_route("/v1/completions", completions, methods=["POST"])
+    for path in HOT_PATHS:
+        app.add_route(path, inference, methods=["POST"])
     app.add_route("/v1/models", models, methods=["GET"])
     app.add_route("/healthz", healthz, methods=["GET"])
     app.add_route("/readyz", readyz, methods=["GET"])
