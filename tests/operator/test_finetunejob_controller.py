@@ -264,7 +264,7 @@ def test_a_second_replica_stands_by(kube: Kube, operator: OperatorProcess, tmp_p
         kube.running_pod("single")
         kube.wait_ftj("single", lambda o: o["status"].get("phase") == "Downloading", "Downloading")
         assert len(kube.get("jobs", "-l", "loraplane.io/finetunejob=single")["items"]) == 1
-        assert "Handler 'finetunejob_reconcile'" not in standby.log(), "the standby replica acted"
+        assert "Handler 'finetunejob_changed'" not in standby.log(), "the standby replica acted"
         assert "Handler 'training_pod_changed'" not in standby.log()
     finally:
         standby.stop()

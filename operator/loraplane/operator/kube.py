@@ -137,14 +137,18 @@ def apply(obj: dict[str, Any], field_manager: str) -> dict[str, Any]:
     )
 
 
+def merge_patch(
+    api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any], sub: str | None = None
+) -> dict[str, Any]:
+    """JSON merge patch (a `metadata.resourceVersion` in it makes the write conditional: 409 if stale)."""
+    return _call(
+        "PATCH", _path(api_version, kind, namespace, name, sub), body=patch, content_type="application/merge-patch+json"
+    )
+
+
 def patch_status(api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
     """Merge-patch the status subresource."""
-    return _call(
-        "PATCH",
-        _path(api_version, kind, namespace, name, "status"),
-        body={"status": status},
-        content_type="application/merge-patch+json",
-    )
+    return merge_patch(api_version, kind, namespace, name, {"status": status}, "status")
 
 
 def is_conflict_or_gone(exc: BaseException) -> bool:

@@ -1,7 +1,7 @@
 """The one idempotent FineTuneJob reconcile: apply children, observe them, write the status that follows.
 
 Everything it needs is read from the API server, so it can run after any restart, from any trigger
-(the FineTuneJob changed, one of its Pods or its Job changed, or the periodic timer).
+(the FineTuneJob's spec changed or the operator started, one of its Pods or its Job changed, a retry).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from loraplane.api.common import API_VERSION
 from loraplane.api.finetunejob import FineTuneJobSpec, FineTuneJobStatus
 from loraplane.operator import builders, kube, metrics
 from loraplane.operator.builders import LABEL_JOB, Owner
@@ -25,6 +26,10 @@ logger = logging.getLogger(__name__)
 
 # post_event(object, type, reason, message): a Normal or Warning Event on the FineTuneJob `object`.
 EventPoster = Callable[[Mapping[str, Any], str, str, str], None]
+KIND = "FineTuneJob"
+# Holds the deletion of a FineTuneJob with retentionPolicy Delete until its adapter is gone. Not kopf's
+# finalizer (settings.finalizer): kopf removes that one from objects none of its handlers need it on.
+ADAPTER_FINALIZER = "loraplane.io/adapter-cleanup"
 
 
 _rounds: Coalescer[FineTuneJobStatus | None] = Coalescer()
@@ -38,6 +43,19 @@ IDENTITY_REFRESH_S = 60.0
 def forget(namespace: str, name: str) -> None:
     _rounds.forget((namespace, name))
     metrics.record_phase(namespace, name, None)
+
+
+def wants_round(event_type: str | None, body: Mapping[str, Any]) -> bool:
+    """Whether a FineTuneJob watch event asks for a round that applies the children.
+
+    Yes for the operator's start-up listing (type None: converge whatever happened while it was down)
+    and for a spec generation the status has not observed yet (a new object, or an edit). Every other
+    event is the status this controller wrote coming back, or a metadata change: nothing to do.
+    """
+    meta = body.get("metadata") or {}
+    if event_type == "DELETED" or meta.get("deletionTimestamp"):
+        return False
+    return event_type is None or (body.get("status") or {}).get("observedGeneration") != meta.get("generation")
 
 
 def is_finished(status: FineTuneJobStatus) -> bool:
@@ -158,9 +176,11 @@ def _reconcile_once(
     started = time.monotonic()
     try:
         # Read fresh: the body a trigger carried may be older than what another trigger wrote.
-        fresh = carried or kube.get("loraplane.io/v1alpha1", "FineTuneJob", namespace, name)
+        fresh = carried or kube.get(API_VERSION, KIND, namespace, name)
         if fresh is None or (meta.get("uid") and fresh["metadata"].get("uid") != meta["uid"]):
             return None  # gone, or a new object with the same name (its own triggers handle it)
+        if fresh["metadata"].get("deletionTimestamp"):
+            return None  # being deleted: garbage collection and `finalize` take it from here
         return _reconcile_locked(fresh, settings, post_event, apply_children=apply_children)
     except Exception:
         metrics.RECONCILE_ERRORS.labels(kind="FineTuneJob").inc()
@@ -180,6 +200,8 @@ def _reconcile_locked(
     problems = finetunejob_problems(dict(obj.get("spec") or {}))
     spec = None if problems else FineTuneJobSpec.model_validate(obj["spec"])
     applied_job: dict[str, Any] | None = None
+    if spec is not None:
+        _set_finalizer(meta, held=spec.retention_policy == "Delete")
     # status.jobName is set once the Job was observed; until then every trigger (re)applies.
     if spec is not None and not is_finished(current) and (apply_children or current.job_name is None):
         applied_job = _apply_children(owner, spec, settings)
@@ -187,13 +209,49 @@ def _reconcile_locked(
     desired = finetunejob_status(current, snap, now())
     change = status_patch(raw_status, desired)
     if change:
-        kube.patch_status("loraplane.io/v1alpha1", "FineTuneJob", owner.namespace, owner.name, change)
+        kube.patch_status(API_VERSION, KIND, owner.namespace, owner.name, change)
         event = _transition_event(current, desired)
         if event is not None:
             post_event(obj, *event)
         logger.info("%s/%s: phase %s -> %s", owner.namespace, owner.name, current.phase, desired.phase)
     metrics.record_phase(owner.namespace, owner.name, desired.phase)
     return desired
+
+
+def _set_finalizer(meta: Mapping[str, Any], *, held: bool) -> None:
+    """Our finalizer on the object exactly when deletion must wait for us (retentionPolicy Delete).
+
+    A conditional write (resourceVersion): a stale view fails with 409 and the round is retried, so
+    nobody else's finalizer is ever dropped.
+    """
+    current = list(meta.get("finalizers") or [])
+    desired = [f for f in current if f != ADAPTER_FINALIZER] + ([ADAPTER_FINALIZER] if held else [])
+    if desired != current:
+        patch = {"metadata": {"finalizers": desired, "resourceVersion": meta["resourceVersion"]}}
+        kube.merge_patch(API_VERSION, KIND, meta["namespace"], meta["name"], patch)
+
+
+class NotYet(Exception):
+    """Deletion waits on something (the cleanup Job): ask again after `delay` seconds."""
+
+    def __init__(self, message: str, delay: float) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+def finalize(namespace: str, name: str, settings: OperatorSettings) -> None:
+    """A FineTuneJob being deleted: with retentionPolicy Delete the adapter goes first, then our finalizer.
+
+    Raises NotYet while the cleanup Job runs, RuntimeError when it failed (the directory is left).
+    """
+    obj = kube.get(API_VERSION, KIND, namespace, name)
+    if obj is None or ADAPTER_FINALIZER not in (obj["metadata"].get("finalizers") or []):
+        return
+    if (obj.get("spec") or {}).get("retentionPolicy") == "Delete":
+        waiting = delete_artifact(obj, settings)
+        if waiting:
+            raise NotYet(waiting, delay=3.0)
+    _set_finalizer(obj["metadata"], held=False)
 
 
 def delete_artifact(body: Mapping[str, Any], settings: OperatorSettings) -> str | None:
