@@ -122,5 +122,14 @@ def test_operator_job_runs_the_trainer_and_its_result_completes_the_finetunejob(
     assert obj["status"]["adapter"]["sha256"] == result["adapter"]["sha256"]
     assert obj["status"]["adapter"]["uri"] == f"pvc://store/{kube.ns}/contract"
     assert obj["status"]["adapter"]["trainableParams"] == result["trainable_params"]
+    ev = obj["status"]["evaluation"]  # base vs adapter: task metric and held-out loss, as the trainer measured
+    assert (ev["baseScore"], ev["adapterScore"]) == (
+        result["evaluation"]["base_score"],
+        result["evaluation"]["adapter_score"],
+    )
+    assert (ev["baseLoss"], ev["adapterLoss"]) == (
+        result["evaluation"]["base_loss"],
+        result["evaluation"]["adapter_loss"],
+    )
     gate = condition(obj, "EvaluationPassed")
     assert gate and gate["status"] == ("True" if result["evaluation"]["passed"] else "False")

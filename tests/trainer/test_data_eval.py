@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -130,3 +131,120 @@ def test_summary_fits_termination_message() -> None:
     }
     text = summary(big)
     assert len(text.encode()) <= 4096 and json.loads(text)["adapter"]["sha256"] == "a"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Tokenization (the tiny ChatML tokenizer of tests/trainer/tiny.py): the loss covers the answer tokens only
+
+
+IGNORED = -100  # the label torch's cross-entropy (and transformers' loss) skips
+
+
+def _tokenizer(tiny_model: Path, chat_template: str | None = "keep") -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    if chat_template != "keep":
+        tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+def _ids(encoded: Any) -> list[int]:
+    return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+
+
+SYSTEM_USER = data.Example(
+    prompt=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is the code for item 7?"}],
+    completion="The code is E7.",
+    answer="E7",
+)
+MULTI_TURN = data.Example(  # a Chat record: the earlier assistant turn is part of the prompt, never trained on
+    prompt=[
+        {"role": "user", "content": "What is the code for item 3?"},
+        {"role": "assistant", "content": "The code is E3."},
+        {"role": "user", "content": "And for item 4?"},
+    ],
+    completion="The code is E4.",
+    answer="E4",
+)
+
+
+@pytest.mark.parametrize("example", [SYSTEM_USER, MULTI_TURN], ids=["system-user", "multi-turn"])
+def test_tokenize_masks_the_prompt_and_trains_on_the_answer_only(tiny_model: Path, example: data.Example) -> None:
+    tokenizer = _tokenizer(tiny_model)
+    result = data.tokenize([example], tokenizer, max_length=512)
+    (row,) = result.rows
+    ids, labels = row["input_ids"], row["labels"]
+    assert len(ids) == len(labels) and result.truncated == 0 and result.tokens == len(ids)
+
+    # Everything up to and including the generation prompt `<|im_start|>assistant\n` is masked ...
+    prompt = _ids(tokenizer.apply_chat_template(example.prompt, tokenize=True, add_generation_prompt=True))
+    assert ids[: len(prompt)] == prompt
+    assert labels[: len(prompt)] == [IGNORED] * len(prompt)
+    masked_text = tokenizer.decode(ids[: len(prompt)])
+    assert masked_text.endswith("<|im_start|>assistant\n")
+    assert all(m["content"] in masked_text for m in example.prompt)  # system, user and earlier assistant turns
+    # ... and everything after it is trained on, label = input id: the answer, then the template's end of turn.
+    assert labels[len(prompt) :] == ids[len(prompt) :]
+    answer_labels = [label for label in labels if label != IGNORED]
+    assert tokenizer.decode(answer_labels) == example.completion + "<|im_end|>\n"
+    assert tokenizer.eos_token_id in answer_labels  # the model learns to stop
+    assert result.completion_tokens == len(answer_labels)
+
+
+def test_tokenize_uses_the_tokenizers_chat_template(tiny_model: Path) -> None:
+    tokenizer = _tokenizer(tiny_model)
+    (row,) = data.tokenize([SYSTEM_USER], tokenizer, max_length=512).rows
+    messages = [*SYSTEM_USER.prompt, {"role": "assistant", "content": SYSTEM_USER.completion}]
+    assert row["input_ids"] == _ids(tokenizer.apply_chat_template(messages, tokenize=True))
+    assert tokenizer.decode(row["input_ids"]) == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n"
+        "<|im_start|>user\nWhat is the code for item 7?<|im_end|>\n"
+        "<|im_start|>assistant\nThe code is E7.<|im_end|>\n"
+    )
+
+    # Another template, another layout: the tokenizer's own template is what is followed.
+    tokenizer.chat_template = (
+        "{%- for m in messages -%}{{- '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|endoftext|>' -}}"
+        "{%- endfor -%}{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+    )
+    (row,) = data.tokenize([SYSTEM_USER], tokenizer, max_length=512).rows
+    assert row["input_ids"] == _ids(tokenizer.apply_chat_template(messages, tokenize=True))
+    answer = tokenizer.decode([label for label in row["labels"] if label != IGNORED])
+    assert answer == "The code is E7.<|endoftext|>"
+
+
+def test_tokenize_without_a_chat_template_uses_a_plain_role_layout(tiny_model: Path) -> None:
+    tokenizer = _tokenizer(tiny_model, chat_template=None)
+    (row,) = data.tokenize([SYSTEM_USER], tokenizer, max_length=512).rows
+    prompt = _ids(tokenizer("system: Be brief.\nuser: What is the code for item 7?\nassistant: "))
+    answer = _ids(tokenizer("The code is E7.", add_special_tokens=False))
+    # "assistant: " + answer tokenizes differently from the prompt alone (byte-level BPE merges " The"), so the
+    # tokens are prompt + answer + eos, put together token-wise: the prompt the model sees at inference, unchanged.
+    assert row["input_ids"] == prompt + answer + [tokenizer.eos_token_id]
+    assert row["labels"] == [IGNORED] * len(prompt) + answer + [tokenizer.eos_token_id]
+    assert tokenizer.decode(row["input_ids"]) == (
+        "system: Be brief.\nuser: What is the code for item 7?\nassistant: The code is E7.<|im_end|>"
+    )
+
+
+def test_tokenize_template_that_rewrites_earlier_turns_falls_back_to_prompt_answer_eos(tiny_model: Path) -> None:
+    # The header counts the messages: the full conversation does not start with the prompt's tokens.
+    tokenizer = _tokenizer(tiny_model)
+    tokenizer.chat_template = "{{- messages | length -}}\n" + (tokenizer.chat_template or "")
+    (row,) = data.tokenize([SYSTEM_USER], tokenizer, max_length=512).rows
+    prompt = _ids(tokenizer.apply_chat_template(SYSTEM_USER.prompt, tokenize=True, add_generation_prompt=True))
+    answer = _ids(tokenizer("The code is E7.", add_special_tokens=False))
+    assert row["input_ids"] == prompt + answer + [tokenizer.eos_token_id]
+    assert row["labels"] == [IGNORED] * len(prompt) + answer + [tokenizer.eos_token_id]
+
+
+def test_tokenize_truncates_and_drops_examples_with_no_answer_left(tiny_model: Path) -> None:
+    tokenizer = _tokenizer(tiny_model)
+    (full,) = data.tokenize([SYSTEM_USER], tokenizer, max_length=512).rows
+    n_prompt = full["labels"].count(IGNORED)
+    cut = data.tokenize([SYSTEM_USER], tokenizer, max_length=n_prompt + 2)
+    assert cut.truncated == 1 and cut.rows[0]["input_ids"] == full["input_ids"][: n_prompt + 2]
+    assert cut.completion_tokens == 2
+    gone = data.tokenize([SYSTEM_USER], tokenizer, max_length=n_prompt)  # only the prompt fits: nothing to learn
+    assert (gone.rows, gone.truncated, gone.tokens) == ([], 1, 0)

@@ -7,15 +7,17 @@ a missing revision, bad credentials or an outage, so the real client libraries r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pytest
 from huggingface_hub.errors import HfHubHTTPError
@@ -458,9 +460,30 @@ class FakeHub:
     headers: dict[str, str] = field(default_factory=dict)
     body: dict[str, Any] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
+    calls: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, Authorization header)
+    repo: str = ""  # with `files`: a model repository served like huggingface.co serves it
+    files: dict[str, bytes] = field(default_factory=dict)
+    commit: str = "c0ffee" * 6 + "c0ff"
 
     def answer(self, status: int, headers: dict[str, str] | None = None, body: dict[str, Any] | None = None) -> None:
         self.status, self.headers, self.body = status, headers or {}, body or {}
+
+    def serve(self, repo: str, src: Path) -> None:
+        """Serve the files under `src` as model repository `repo` (API listing, tree, resolve/ downloads)."""
+        self.repo = repo
+        self.files = {p.relative_to(src).as_posix(): p.read_bytes() for p in sorted(src.rglob("*")) if p.is_file()}
+
+    def downloaded(self) -> set[str]:
+        """The repository files fetched through resolve/ (GET)."""
+        prefix = f"/{self.repo}/resolve/{self.commit}/"
+        return {unquote(path[len(prefix) :]) for method, path, _ in self.calls if method == "GET" and prefix in path}
+
+    def authorizations(self) -> set[str | None]:
+        return {authorization for _, _, authorization in self.calls}
+
+
+def _git_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 @pytest.fixture
@@ -473,6 +496,10 @@ def fake_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             hub.requests.append(self.path)
+            hub.calls.append((self.command, self.path, self.headers.get("Authorization")))
+            if hub.files:
+                self.serve_repo()
+                return
             body = json.dumps(hub.body).encode()
             self.send_response(hub.status)
             for key, value in hub.headers.items():
@@ -482,7 +509,35 @@ def fake_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
             self.end_headers()
             self.wfile.write(body)
 
-        do_HEAD = do_GET
+        def do_HEAD(self) -> None:
+            self.do_GET()
+
+        def serve_repo(self) -> None:
+            path = unquote(urlsplit(self.path).path)
+            api, resolve = f"/api/models/{hub.repo}/", f"/{hub.repo}/resolve/{hub.commit}/"
+            status, headers, body = 404, {"X-Error-Code": "RepoNotFound"}, b"{}"
+            if path.startswith(api + "revision/"):
+                info = {"id": hub.repo, "sha": hub.commit, "siblings": [{"rfilename": name} for name in hub.files]}
+                status, headers, body = 200, {}, json.dumps(info).encode()
+            elif path.startswith(api + f"tree/{hub.commit}"):
+                tree = [
+                    {"type": "file", "path": name, "size": len(data), "oid": _git_sha1(data)}
+                    for name, data in hub.files.items()
+                ]
+                status, headers, body = 200, {}, json.dumps(tree).encode()
+            elif path.startswith(resolve) and path[len(resolve) :] in hub.files:
+                data = hub.files[path[len(resolve) :]]
+                etag = _git_sha1(data)
+                status, headers, body = 200, {"X-Repo-Commit": hub.commit, "ETag": f'"{etag}"'}, data
+            elif path.startswith(resolve):
+                headers = {"X-Error-Code": "EntryNotFound"}
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command == "GET":
+                self.wfile.write(body)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -494,6 +549,7 @@ def fake_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setenv("MODELSCOPE_ENDPOINT", hub.url)
     monkeypatch.setattr("modelscope_hub.config._default_config", None)  # the process-wide config caches the endpoint
     try:
@@ -527,6 +583,118 @@ def test_hf_hub_errors_from_a_fake_hub(
     assert any("/api/models/acme/x" in path for path in fake_hub.requests)
     if error is AuthFailed:
         assert "LORAPLANE_HUB_TOKEN" in str(info.value) and "'hub-token'" in str(info.value)
+
+
+def _repo_with_extras(tiny_model: Path, dest: Path) -> Path:
+    """The tiny Llama as a hub repository with the files a real one carries besides the checkpoint."""
+    src = _with_config(tiny_model, dest, auto_map={"AutoModelForCausalLM": "modeling_llama_x.LlamaX"})
+    extras = {
+        "README.md": b"# tiny llama\n",
+        ".gitattributes": b"*.safetensors filter=lfs\n",
+        "merges.txt": b"#version: 0.2\n",  # a tokenizer file
+        "modeling_llama_x.py": b"# remote code\n",
+        "pytorch_model.bin": b"pickled weights",  # the same weights again, in the format we do not load
+        "consolidated.safetensors": b"mistral-inference copy",
+        "onnx/model.safetensors": b"onnx export",
+        "logo.png": b"\x89PNG\r\n",
+    }
+    for name, content in extras.items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(content)
+    return src
+
+
+CHECKPOINT_FILES = {
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "merges.txt",
+}
+
+
+def _files(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_hf_download_fetches_only_config_tokenizer_and_safetensors(
+    tiny_model: Path, tmp_path: Path, fake_hub: FakeHub
+) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    fake_hub.serve("acme/tiny-llama", _repo_with_extras(tiny_model, tmp_path / "repo"))
+    resolved = resolve("hf://acme/tiny-llama", tmp_path / "cache")
+    snapshot = tmp_path / "cache" / "hf" / "models--acme--tiny-llama" / "snapshots" / fake_hub.commit
+    assert resolved == ResolvedModel(snapshot, "hf://acme/tiny-llama", fake_hub.commit, "llama")
+    assert fake_hub.downloaded() == CHECKPOINT_FILES  # README, .bin, .py, image, onnx/, consolidated: never fetched
+    assert _files(resolved.path) == CHECKPOINT_FILES
+    AutoTokenizer.from_pretrained(resolved.path)
+    AutoModelForCausalLM.from_pretrained(resolved.path)
+
+    # trustRemoteCode: the repository's Python files come too (and nothing else more).
+    fake_hub.calls.clear()
+    trusted = resolve("hf://acme/tiny-llama", tmp_path / "cache-trusted", trust=True)
+    assert fake_hub.downloaded() == CHECKPOINT_FILES | {"modeling_llama_x.py"}
+    assert _files(trusted.path) == CHECKPOINT_FILES | {"modeling_llama_x.py"}
+
+
+def test_hf_repo_with_only_bin_weights_is_refused_without_downloading_them(
+    tiny_model: Path, tmp_path: Path, fake_hub: FakeHub
+) -> None:
+    src = shutil.copytree(tiny_model, tmp_path / "repo")
+    (src / "model.safetensors").rename(src / "pytorch_model.bin")
+    fake_hub.serve("acme/old-llama", src)
+    with pytest.raises(ModelNotFound, match=r"no \*\.safetensors weights .*convert \.bin weights") as info:
+        resolve("hf://acme/old-llama", tmp_path / "cache")
+    assert info.value.code == ExitCode.MODEL_NOT_FOUND
+    assert "pytorch_model.bin" not in fake_hub.downloaded() and "config.json" in fake_hub.downloaded()
+
+
+def test_hf_token_is_sent_with_every_request(tiny_model: Path, tmp_path: Path, fake_hub: FakeHub) -> None:
+    fake_hub.serve("acme/tiny-llama", tiny_model)
+    source = ModelSource(uri="hf://acme/tiny-llama")
+    resolve_model(source, cache_dir=tmp_path / "cache", pvc_root=tmp_path, token="hf_tokentokentoken")
+    assert fake_hub.downloaded() == _files(tiny_model)
+    assert fake_hub.authorizations() == {"Bearer hf_tokentokentoken"}  # listing, metadata and file downloads
+
+
+@pytest.fixture
+def no_ambient_hf_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No token for huggingface_hub to find on its own (HF_TOKEN, or a `huggingface-cli login` file)."""
+    from huggingface_hub import constants
+
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "LORAPLANE_HUB_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-stored-tokens"))
+
+
+def test_trainer_reads_the_hub_token_from_the_env_var_the_spec_names(
+    make_spec: Callable[..., Path], fake_hub: FakeHub, no_ambient_hf_token: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loraplane.trainer import train
+
+    fake_hub.answer(401, {"X-Error-Code": "RepoNotFound"})  # a private repository: the run stops at the download
+    spec = train.load_spec(make_spec(baseModel={"uri": "hf://acme/private"}, hubTokenEnv="ACME_HUB_TOKEN"))
+    assert spec.hub_token_env == "ACME_HUB_TOKEN"
+    monkeypatch.setenv("LORAPLANE_HUB_TOKEN", "hf_default_variable")  # not the one the spec names
+
+    monkeypatch.setenv("ACME_HUB_TOKEN", "hf_named_variable")
+    with pytest.raises(ModelNotFound, match="token in environment variable ACME_HUB_TOKEN was refused"):
+        train.run(spec, raw_spec={})
+    assert fake_hub.calls and fake_hub.authorizations() == {"Bearer hf_named_variable"}
+
+    for empty in (True, False):  # set but empty, then unset: no token, no Authorization header
+        if empty:
+            monkeypatch.setenv("ACME_HUB_TOKEN", "")
+        else:
+            monkeypatch.delenv("ACME_HUB_TOKEN")
+        fake_hub.calls.clear()
+        with pytest.raises(ModelNotFound, match="no token was given: put one in environment variable ACME_HUB_TOKEN"):
+            train.run(spec, raw_spec={})
+        assert fake_hub.calls and fake_hub.authorizations() == {None}
 
 
 MODELSCOPE_ANSWERS: list[tuple[int, dict[str, Any], type[TrainerError], str]] = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -70,12 +71,47 @@ def test_trains_a_servable_adapter_with_result(make_spec: Callable[..., Path]) -
     assert result["dataset"]["sha256"] and result["spec_sha256"] and result["metrics"]["eval_loss"] > 0
     ev = result["evaluation"]
     assert ev["metric"] == "Contains" and ev["examples"] == 8 and ev["passed"] is True
+    # Loss side by side on the validation split: the adapter's is the eval loss, the base model's is higher.
+    assert ev["adapter_loss"] == pytest.approx(result["metrics"]["eval_loss"], abs=1e-4)
+    assert ev["base_loss"] > ev["adapter_loss"] + 0.1
+    assert ev["base_perplexity"] == pytest.approx(math.exp(ev["base_loss"]), rel=1e-3)
+    assert ev["adapter_perplexity"] == pytest.approx(result["metrics"]["perplexity"], rel=1e-3)
+    spec_uri = json.loads(spec.read_text())["baseModel"]["uri"]
+    # A mounted path has no revision; hub URIs record the resolved commit (tests/trainer/test_models.py).
+    assert result["base_model"]["uri"] == spec_uri and result["base_model"]["revision"] == ""
+    assert result["base_model"]["path"] == spec_uri.removeprefix("file://")
+    assert {"train_seconds", "eval_seconds", "save_seconds", "total_seconds"} <= set(result["durations"])
+    assert result["durations"]["total_seconds"] >= result["durations"]["train_seconds"] > 0
     lines = progress_lines(proc.stdout)
     assert lines[-1]["step"] == lines[-1]["total"] == result["metrics"]["global_step"]
     assert {"step", "total", "epoch", "tokens_per_second", "eta_seconds"} <= set(lines[0])
     assert any("loss" in line and "learning_rate" in line for line in lines)
     term = termination(spec)
     assert term["ok"] is True and term["adapter"]["sha256"] == result["adapter"]["sha256"]
+    assert term["evaluation"]["base_loss"] == ev["base_loss"] and "samples" not in term["evaluation"]
+
+
+def test_merged_model_answers_like_base_plus_adapter(make_spec: Callable[..., Path]) -> None:
+    """output.merge: a plain checkpoint (merge_and_unload) next to the adapter, with the same logits."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = make_spec(merge=True, training={"maxSteps": 4})
+    proc = run_trainer(spec)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = Path(json.loads(spec.read_text())["outputDir"])
+    base_path = json.loads(spec.read_text())["baseModel"]["uri"].removeprefix("file://")
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged")
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path), str(out))
+    base = AutoModelForCausalLM.from_pretrained(base_path)
+    ids = AutoTokenizer.from_pretrained(out / "merged")("What is the ICD-10 code?", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        want, got, plain = (m.eval()(ids).logits for m in (adapted, merged, base))
+    assert torch.allclose(got, want, atol=1e-4)
+    assert not torch.allclose(got, plain, atol=1e-3), "the merged weights differ from the base model's"
+    assert verify(out) == [], "result.json's digests cover the merged files too"
 
 
 def test_truncation_is_counted(make_spec: Callable[..., Path]) -> None:
@@ -179,3 +215,90 @@ def test_two_process_ddp_with_gloo(make_spec: Callable[..., Path]) -> None:
     result = json.loads((out / "result.json").read_text())
     assert result["metrics"]["global_step"] == 6 and verify(out) == []
     assert proc.stderr.count("world size 2") == 2, "both ranks must train"
+
+
+def test_gradient_checkpointing_trains_the_same_adapter(make_spec: Callable[..., Path]) -> None:
+    """Recomputing activations in the backward pass trades time for memory, never the result."""
+    losses = []
+    for checkpointing in (False, True):
+        spec = make_spec(f"gc-{checkpointing}", training={"maxSteps": 3, "gradientCheckpointing": checkpointing})
+        proc = run_trainer(spec)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out = Path(json.loads(spec.read_text())["outputDir"])
+        metrics = json.loads((out / "result.json").read_text())["metrics"]
+        losses.append((metrics["train_loss"], metrics["eval_loss"]))
+    assert losses[1] == pytest.approx(losses[0], rel=1e-3)
+
+
+def test_out_of_memory_is_its_own_exit_code(make_spec: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mock, named as such: a GPU running out of memory cannot happen on this CPU-only machine, so training
+    raises torch's OutOfMemoryError the way CUDA does. The trainer must exit 17 with advice, not crash."""
+    import torch
+
+    from loraplane.trainer import train as train_mod
+    from loraplane.trainer.loss import AnswerLossTrainer
+
+    def out_of_memory(*_: Any, **__: Any) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(AnswerLossTrainer, "train", out_of_memory)
+    spec = make_spec()
+    code = train_mod.main(["--spec", str(spec), "--termination-log", str(spec.with_suffix(".term"))])
+    assert code == ExitCode.OUT_OF_MEMORY == 17
+    term = termination(spec)
+    assert term["reason"] == "OutOfMemory" and "spec.training.batchSize" in term["message"]
+
+
+def test_a_terminal_gets_a_progress_bar_and_stdout_keeps_only_lines(make_spec: Callable[..., Path]) -> None:
+    """stderr on a terminal: a rich bar (steps, loss) is drawn there; stdout (read by programs) is untouched."""
+    import os
+    import pty
+
+    spec = make_spec(training={"maxSteps": 3})
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loraplane.trainer", "--spec", str(spec)],
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    os.close(follower)
+    terminal = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the last writer closed the terminal
+            break
+        if not chunk:
+            break
+        terminal += chunk
+    stdout, _ = proc.communicate(timeout=600)
+    os.close(leader)
+    assert proc.returncode == 0, terminal.decode(errors="replace")[-3000:]
+    text = terminal.decode(errors="replace")
+    assert "training" in text and "3/3 steps" in text and "loss " in text
+    assert all(line.startswith(PREFIX) for line in stdout.splitlines()), stdout[-2000:]
+
+
+def test_all_linear_targets_every_linear_layer_but_the_head(make_spec: Callable[..., Path]) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    spec = make_spec(lora={"targetModules": ["all-linear"]}, training={"maxSteps": 1})
+    proc = run_trainer(spec)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = Path(json.loads(spec.read_text())["outputDir"])
+    result = json.loads((out / "result.json").read_text())
+    base = AutoModelForCausalLM.from_pretrained(json.loads(spec.read_text())["baseModel"]["uri"][len("file://") :])
+    linear = {
+        name: module
+        for name, module in base.named_modules()
+        if isinstance(module, torch.nn.Linear) and name != "lm_head"
+    }
+    config = json.loads((out / "adapter_config.json").read_text())
+    # peft records every adapted module by its full name: all 7 projections (q k v o gate up down) per layer.
+    assert sorted(config["target_modules"]) == sorted(linear) and len(linear) == 2 * 7
+    r = 8
+    assert result["trainable_params"] == sum(r * (m.in_features + m.out_features) for m in linear.values())

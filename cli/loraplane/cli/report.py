@@ -16,7 +16,8 @@ def _score(value: object) -> str:
 def score_table(adapters: list[StoredAdapter]) -> Table:
     """One row per adapter: held-out metric for base and adapter, the gate, general-ability retention."""
     table = Table(title="Held-out evaluation: base model vs adapter", title_justify="left")
-    for column in ("adapter", "metric", "base", "adapter score", "gate", "general base", "general adapter", "trained"):
+    columns = ("adapter", "metric", "base", "adapter score", "gate", "held-out loss", "general base", "general adapter")
+    for column in (*columns, "trained"):
         table.add_column(column, justify="left" if column in ("adapter", "metric", "gate") else "right")
     for adapter in adapters:
         ev = adapter.evaluation
@@ -35,6 +36,7 @@ def score_table(adapters: list[StoredAdapter]) -> Table:
             _score(ev.get("base_score")),
             _score(ev.get("adapter_score")),
             gate,
+            f"{_score(ev.get('base_loss'))} → {_score(ev.get('adapter_loss'))}" if "base_loss" in ev else "-",
             _score(ev.get("general_base_score")),
             _score(ev.get("general_adapter_score")),
             trained,

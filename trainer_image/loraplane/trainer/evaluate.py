@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -155,10 +156,26 @@ def side_by_side(
     return SideBySide(metric, score(metric, base, answers), score(metric, tuned, answers), base, tuned)
 
 
+def loss_report(losses: dict[str, float]) -> dict[str, float]:
+    """`base_loss`/`adapter_loss` (mean answer-token loss on the validation split) with their perplexities."""
+    report: dict[str, float] = {}
+    for who in ("base", "adapter"):
+        if f"{who}_loss" in losses:
+            report[f"{who}_loss"] = round(losses[f"{who}_loss"], 5)
+            report[f"{who}_perplexity"] = round(math.exp(losses[f"{who}_loss"]), 4)
+    return report
+
+
 def evaluation_report(
-    model: Any, tokenizer: Any, held_out: list[Example], general_held: list[Example], spec: EvaluationSpec
+    model: Any,
+    tokenizer: Any,
+    held_out: list[Example],
+    general_held: list[Example],
+    spec: EvaluationSpec,
+    losses: dict[str, float] | None = None,
 ) -> dict[str, Any] | None:
-    """result.json's `evaluation`: base vs adapter on the held-out set, the gate, and general-ability retention."""
+    """result.json's `evaluation`: base vs adapter on the held-out set (task metric, and the loss when
+    `losses` has it), the gate, and general-ability retention."""
     if not held_out:
         return None
     max_new = min(128, max(len(tokenizer(e.answer)["input_ids"]) for e in held_out) + 32)
@@ -168,6 +185,7 @@ def evaluation_report(
         "base_score": round(sbs.base_score, 4),
         "adapter_score": round(sbs.adapter_score, 4),
         "examples": len(held_out),
+        **loss_report(losses or {}),
         "passed": gate_passed(spec.gate, sbs.base_score, sbs.adapter_score),
         "samples": [
             {"prompt": e.prompt[-1]["content"][:200], "answer": e.answer, "base": b[:200], "adapter": a[:200]}

@@ -61,6 +61,7 @@ class ProgressCallback(TrainerCallback):
         self.start, self.start_step = time.monotonic(), state.global_step
         self.start_tokens = float(state.num_input_tokens_seen or 0)
         if self.bar_wanted and state.is_world_process_zero:
+            from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._progress = Progress(
@@ -70,6 +71,7 @@ class ProgressCallback(TrainerCallback):
                 TextColumn("{task.fields[info]}"),
                 TimeRemainingColumn(),
                 transient=False,
+                console=Console(stderr=True),  # the terminal that asked for it; stdout carries the lines
             )
             self._progress.start()
             self._task = self._progress.add_task("train", total=state.max_steps, completed=state.global_step, info="")

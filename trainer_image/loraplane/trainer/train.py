@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import platform
 import shutil
@@ -316,14 +317,19 @@ def run(spec: TrainerSpec, *, raw_spec: dict[str, Any], progress: Any = None) ->
             float(trainer.state.num_input_tokens_seen or 0) / max(timer.marks["train_seconds"], 1e-9), 1
         ),
     }
+    peft_model: Any = trainer.model
+    losses: dict[str, float] = {}
     if val_tok.rows:
-        ev = trainer.evaluate()
-        metrics["eval_loss"] = round(float(ev["eval_loss"]), 5)
-        metrics["perplexity"] = round(float(torch.exp(torch.tensor(ev["eval_loss"]))), 4)
+        # Held-out answer loss of the adapter, and of the base model on the same tokens (adapter disabled).
+        losses["adapter_loss"] = float(trainer.evaluate()["eval_loss"])
+        with peft_model.disable_adapter():
+            losses["base_loss"] = float(trainer.evaluate(metric_key_prefix="base")["base_loss"])
+        metrics["eval_loss"] = round(losses["adapter_loss"], 5)
+        metrics["perplexity"] = round(math.exp(losses["adapter_loss"]), 4)
     if rank() != 0:
         return {"ok": True, "rank": rank()}
 
-    evaluation = evaluation_report(trainer.model, tokenizer, held_out, general_held, spec.evaluation)
+    evaluation = evaluation_report(trainer.model, tokenizer, held_out, general_held, spec.evaluation, losses)
     t = timer.lap("eval_seconds", t)
 
     # The adapter: PEFT files + result.json; checkpoints are only for resuming and go away.
@@ -332,7 +338,6 @@ def run(spec: TrainerSpec, *, raw_spec: dict[str, Any], progress: Any = None) ->
         if spec.base_model.uri.startswith(("hf://", "modelscope://"))
         else str(resolved.path)
     )
-    peft_model: Any = trainer.model
     peft_model.peft_config["default"].base_model_name_or_path = base_name
     peft_model.save_pretrained(str(out_dir))
     if spec.merge:
