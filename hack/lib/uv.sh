@@ -6,10 +6,16 @@ UV_VERSION=0.13.9   # bootstrapped from PyPI at exactly this version if not on P
 find_python() {
   PY=""
   local cand exe
-  for cand in ${LORAPLANE_PYTHON:+"$LORAPLANE_PYTHON"} python3.11 python3; do
-    exe=$("$cand" -c 'import sys; print(sys.executable if sys.version_info[:2] == (3, 11) else "")' 2>/dev/null) || continue
+  local check='import sys; print(sys.executable if sys.version_info[:2] == (3, 11) else "")'
+  if [ -n "${LORAPLANE_PYTHON:-}" ]; then  # asked for by name: use it or say why not, never fall back
+    exe=$("$LORAPLANE_PYTHON" -c "$check" 2>/dev/null) || die "LORAPLANE_PYTHON=$LORAPLANE_PYTHON does not run"
+    [ -n "$exe" ] || die "LORAPLANE_PYTHON=$LORAPLANE_PYTHON is not Python 3.11"
+    PY="$exe"
+    return 0
+  fi
+  for cand in python3.11 python3; do
+    exe=$("$cand" -c "$check" 2>/dev/null) || continue
     if [ -n "$exe" ]; then PY="$exe"; return 0; fi
-    [ -n "${LORAPLANE_PYTHON:-}" ] && [ "$cand" = "$LORAPLANE_PYTHON" ] && die "LORAPLANE_PYTHON=$LORAPLANE_PYTHON is not Python 3.11"
   done
   die "no Python 3.11 found (tried \$LORAPLANE_PYTHON, python3.11, python3); set LORAPLANE_PYTHON"
 }
