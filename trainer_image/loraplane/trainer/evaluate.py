@@ -157,7 +157,8 @@ def side_by_side(
 
 
 def loss_report(losses: dict[str, float]) -> dict[str, float]:
-    """`base_loss`/`adapter_loss` (mean answer-token loss on the validation split) with their perplexities."""
+    """`base_loss`/`adapter_loss` (mean answer-token loss on the validation split, or on the held-out set when
+    there is none) with their perplexities."""
     report: dict[str, float] = {}
     for who in ("base", "adapter"):
         if f"{who}_loss" in losses:
