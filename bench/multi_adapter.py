@@ -10,9 +10,7 @@ Throughput is generated tokens per second; ratio_k = throughput(k adapters) / th
     python bench/multi_adapter.py [--requests 64] [--concurrency 32] [--max-num-seqs 32] [--max-tokens 32]
                                   [--rounds 2] [--tiny]
 
-Batch size sweep on this machine (2 cores, SmolLM2, one run each; ratio_1 / adapter tok/s):
-max-num-seqs = concurrency 16: 0.56 / 82, 32: 0.64 / 110, 64: 0.59 / 124. The adapters' count (1, 4, 8)
-costs almost nothing once any LoRA is active: the price is vLLM's CPU LoRA kernels, not slots or swapping.
+The defaults come from a batch-size sweep on the development machine, recorded in docs/benchmarks.md.
 
 Last line: `multi_adapter ratio_1=<f> ratio_4=<f> ratio_8=<f>`.
 """

@@ -17,7 +17,7 @@ find_python() {
     exe=$("$cand" -c "$check" 2>/dev/null) || continue
     if [ -n "$exe" ]; then PY="$exe"; return 0; fi
   done
-  die "no Python 3.11 found (tried \$LORAPLANE_PYTHON, python3.11, python3); set LORAPLANE_PYTHON"
+  die "no Python 3.11 found (tried python3.11, python3); set LORAPLANE_PYTHON"
 }
 
 # Needs PY and CACHE.  Sets UV and exports uv's environment (cache under $CACHE/uv, registries only,

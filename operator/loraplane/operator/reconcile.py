@@ -183,7 +183,7 @@ def _reconcile_once(
             return None  # being deleted: garbage collection and `finalize` take it from here
         return _reconcile_locked(fresh, settings, post_event, apply_children=apply_children)
     except Exception:
-        metrics.RECONCILE_ERRORS.labels(kind="FineTuneJob").inc()
+        metrics.RECONCILE_ERRORS.labels(kind=KIND).inc()
         raise
     finally:
         metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)

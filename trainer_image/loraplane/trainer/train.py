@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import platform
 import shutil
@@ -160,7 +159,7 @@ def run(spec: TrainerSpec, *, raw_spec: dict[str, Any], progress: Any = None) ->
     from trl import SFTConfig  # type: ignore[attr-defined]
 
     from loraplane.trainer import kube_progress
-    from loraplane.trainer.evaluate import evaluation_report
+    from loraplane.trainer.evaluate import evaluation_report, loss_report
     from loraplane.trainer.loss import AnswerLossTrainer
     from loraplane.trainer.models import resolve_model
     from loraplane.trainer.progress import CompleteMarker, GracefulStop, ProgressCallback, last_complete_checkpoint
@@ -324,8 +323,8 @@ def run(spec: TrainerSpec, *, raw_spec: dict[str, Any], progress: Any = None) ->
         losses["adapter_loss"] = float(trainer.evaluate()["eval_loss"])
         with peft_model.disable_adapter():
             losses["base_loss"] = float(trainer.evaluate(metric_key_prefix="base")["base_loss"])
-        metrics["eval_loss"] = round(losses["adapter_loss"], 5)
-        metrics["perplexity"] = round(math.exp(losses["adapter_loss"]), 4)
+        adapter = loss_report(losses)
+        metrics["eval_loss"], metrics["perplexity"] = adapter["adapter_loss"], adapter["adapter_perplexity"]
     if rank() != 0:
         return {"ok": True, "rank": rank()}
 
