@@ -20,9 +20,10 @@ concurrency every target gets a warm-up, then the targets take turns, the order 
 drift from other load on the machine hits all alike: at concurrency 1 request by request, above it in
 blocks of at least 2c requests (each after an unrecorded burst that re-opens its connections). vLLM's
 engine is pinned to the last CPU (--threads-bind); the client and the proxies use the rest.
-Each table also gives CPU milliseconds per request of vLLM, of the proxy process (router, LiteLLM) and of
-the load generator (from /proc): less moved by other load than latency, and where a shared machine is
-saturated, throughput follows the sum.
+Each table also gives CPU milliseconds per request of vLLM's API server, of the proxy process (router,
+LiteLLM), of the load generator, and of the whole machine (all processes, all CPUs, from /proc), and how
+busy the machine was: less moved by other load than latency, and where a shared machine is saturated,
+throughput follows the machine's CPU per request.
 
     python bench/router_overhead.py [--concurrency 1 32 128] [--requests 800] [--requests-c1 400]
                                     [--rounds 8] [--model adapter|base] [--no-litellm]
@@ -190,11 +191,23 @@ def cpu_seconds(pid: int | None) -> float:
         return math.nan
 
 
+def machine_cpu() -> tuple[float, float]:
+    """Busy and total CPU seconds of the whole machine (all CPUs) so far, from /proc/stat; nan where unavailable."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return math.nan, math.nan
+    total, idle = sum(ticks), ticks[3] + ticks[4]  # user nice system idle iowait irq softirq steal
+    hz = os.sysconf("SC_CLK_TCK")
+    return (total - idle) / hz, total / hz
+
+
 @dataclass
 class Stats:
     latencies: list[float] = field(default_factory=list)  # seconds, successful requests only
     seconds: float = 0.0  # wall time of the recorded blocks
-    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per request: vllm, proxy, client
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per request: vllm, proxy, client, machine
+    busy: float = math.nan  # share of the machine's CPU time that was busy during the recorded blocks
     errors: int = 0
     last_error: str = ""
 
@@ -275,7 +288,7 @@ async def level(
     for target in targets:
         await block(sessions[target.name], target, max(2 * concurrency, 20), concurrency, None)
     stats = {t.name: Stats() for t in targets}
-    shared = {t.name: [0.0, 0.0] for t in targets}  # vLLM, client CPU seconds in the recorded blocks
+    shared = {t.name: [0.0, 0.0, 0.0, 0.0] for t in targets}  # vLLM, client, machine busy, machine total seconds
     proxy_start = {t.name: cpu_seconds(t.proxy_pid) for t in targets if t.proxy_pid is not None}
     sent = dict.fromkeys(shared, 0)
     per_block = [requests // rounds + (1 if i < requests % rounds else 0) for i in range(rounds)]
@@ -286,14 +299,17 @@ async def level(
             if concurrency > 1:  # (re)open the connections the server side closed while the others ran
                 await block(session, target, concurrency, concurrency, None)
                 sent[target.name] += concurrency
-            vllm_cpu, client_cpu = cpu_seconds(vllm_pid), time.process_time()
+            before = (cpu_seconds(vllm_pid), time.process_time(), *machine_cpu())
             await block(session, target, n, concurrency, stats[target.name])
-            shared[target.name][0] += cpu_seconds(vllm_pid) - vllm_cpu
-            shared[target.name][1] += time.process_time() - client_cpu
+            after = (cpu_seconds(vllm_pid), time.process_time(), *machine_cpu())
+            for i, (b, a) in enumerate(zip(before, after, strict=True)):
+                shared[target.name][i] += a - b
             sent[target.name] += n
     for target in targets:
         s, recorded = stats[target.name], requests
-        s.cpu = {"vllm": shared[target.name][0] / recorded, "client": shared[target.name][1] / recorded}
+        vllm_s, client_s, busy_s, all_s = shared[target.name]
+        s.cpu = {"vllm": vllm_s / recorded, "client": client_s / recorded, "machine": busy_s / recorded}
+        s.busy = busy_s / all_s if all_s > 0 else math.nan
         if target.name in proxy_start:
             s.cpu["proxy"] = (cpu_seconds(target.proxy_pid) - proxy_start[target.name]) / sent[target.name]
     return stats
@@ -304,7 +320,7 @@ def table(concurrency: int, requests: int, rounds: int, stats: dict[str, Stats])
     lines = [
         f"concurrency {concurrency} ({requests} requests per target in {rounds} rounds)",
         f"  {'target':<8} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>6} {'+p50 ms':>8} {'+p99 ms':>8}"
-        f"  cpu ms/req: {'vllm':>5} {'proxy':>5} {'client':>6}",
+        f"  cpu ms/req: {'vllm':>5} {'proxy':>5} {'client':>6} {'machine':>7} {'busy':>5}",
     ]
     for name, s in stats.items():
         p50, p99 = s.percentile_ms(50), s.percentile_ms(99)
@@ -315,8 +331,14 @@ def table(concurrency: int, requests: int, rounds: int, stats: dict[str, Stats])
         )
         cpu = " ".join(
             f"{'-' if math.isnan(ms) else f'{ms:.2f}':>{width}}"
-            for ms, width in ((s.cpu_ms("vllm"), 5), (s.cpu_ms("proxy"), 5), (s.cpu_ms("client"), 6))
+            for ms, width in (
+                (s.cpu_ms("vllm"), 5),
+                (s.cpu_ms("proxy"), 5),
+                (s.cpu_ms("client"), 6),
+                (s.cpu_ms("machine"), 7),
+            )
         )
+        cpu += f" {'-' if math.isnan(s.busy) else f'{s.busy:.0%}':>5}"
         lines.append(f"  {name:<8} {p50:>8.2f} {p99:>8.2f} {s.rps:>8.1f} {s.errors:>6} {added}{' ' * 14}{cpu}")
     for name, s in stats.items():
         if s.errors:

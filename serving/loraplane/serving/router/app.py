@@ -25,6 +25,7 @@ from loraplane.serving.router.proxy import Proxy
 from loraplane.serving.router.settings import RouterSettings
 from loraplane.serving.router.state import RouterState
 from loraplane.serving.router.table import ServerRoute
+from loraplane.serving.router.upstream import UpstreamClient
 from loraplane.serving.vllm_client import VllmClient
 
 logger = logging.getLogger("loraplane.router")
@@ -113,7 +114,8 @@ def create_app(settings: RouterSettings, routes: Mapping[str, ServerRoute] | Non
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
         session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
         manager = AdapterManager(VllmClient(session), state, drain_timeout=settings.drain_timeout_s)
-        holder.update(state=state, proxy=Proxy(state, session, settings, metrics, keys), admin=Admin(state, settings))
+        upstream = UpstreamClient(settings.connect_timeout_s)
+        holder.update(state=state, proxy=Proxy(state, upstream, settings, metrics, keys), admin=Admin(state, settings))
         task = asyncio.create_task(reconcile_forever(state, manager, settings.reconcile_interval_s))
         app.proxy = holder["proxy"]
         try:
@@ -123,6 +125,7 @@ def create_app(settings: RouterSettings, routes: Mapping[str, ServerRoute] | Non
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            upstream.close()
             await session.close()
 
     app = RouterApp(title="Loraplane router", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)

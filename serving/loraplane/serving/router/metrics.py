@@ -1,8 +1,13 @@
-"""Prometheus metrics per public model, in a registry of the app's own (several apps can share a process)."""
+"""Prometheus metrics per public model, in a registry of the app's own (several apps can share a process).
+
+The request path records through the methods below, which keep each labelled child once it exists
+(`labels()` takes a lock and builds a key on every call, a few microseconds the router pays per request).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -47,3 +52,29 @@ class RouterMetrics:
         self.tokens = Counter(
             "loraplane_router_tokens", "Tokens reported by vLLM's usage, by kind.", ["model", "kind"], registry=r
         )
+
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def request(self, model: str, status: int | str, seconds: float | None, ttft: float | None) -> None:
+        """One finished request: its status, and for a known model its latency (and time to first token)."""
+        self._child(self.requests, model, str(status)).inc()
+        if seconds is not None:
+            self._child(self.latency, model).observe(seconds)
+            if ttft is not None:
+                self._child(self.ttft, model).observe(ttft)
+
+    def error(self, model: str, kind: str) -> None:
+        self._child(self.errors, model, kind).inc()
+
+    def retry(self, model: str) -> None:
+        self._child(self.retries, model).inc()
+
+    def token_count(self, model: str, kind: str, count: int) -> None:
+        self._child(self.tokens, model, kind).inc(count)

@@ -10,22 +10,30 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from loraplane.serving.router import auth
-from loraplane.serving.router.errors import RouterError, model_not_found, too_large, unavailable, upstream_timeout
+from loraplane.serving.router.errors import (
+    RouterError,
+    model_not_found,
+    new_request_id,
+    too_large,
+    unavailable,
+    upstream_timeout,
+)
 from loraplane.serving.router.metrics import RouterMetrics
 from loraplane.serving.router.request import parse
 from loraplane.serving.router.routing import SpreadPoints, choose_version, pick_point, rank_replicas
 from loraplane.serving.router.settings import RouterSettings
 from loraplane.serving.router.state import RouterState
 from loraplane.serving.router.table import Target
+from loraplane.serving.router.upstream import Response as UpstreamResponse
+from loraplane.serving.router.upstream import UpstreamClient, UpstreamError, UpstreamTimeout
 
 access_log = logging.getLogger("loraplane.router.access")
 UPSTREAM_PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
@@ -51,24 +59,19 @@ class Proxy:
     def __init__(
         self,
         state: RouterState,
-        session: aiohttp.ClientSession,
+        upstream: UpstreamClient,
         settings: RouterSettings,
         metrics: RouterMetrics,
         keys: dict[str, frozenset[str] | None] | None,
     ) -> None:
-        self.state, self.session, self.settings, self.metrics, self.keys = state, session, settings, metrics, keys
+        self.state, self.upstream, self.settings, self.metrics, self.keys = state, upstream, settings, metrics, keys
         self.spread = SpreadPoints()
-        connect = settings.connect_timeout_s
         # Whole answer within the budget; a stream must keep sending (the budget is per chunk).
-        self.timeouts = {
-            False: aiohttp.ClientTimeout(total=settings.request_timeout_s, connect=connect, sock_connect=connect),
-            True: aiohttp.ClientTimeout(
-                total=None, connect=connect, sock_connect=connect, sock_read=settings.request_timeout_s
-            ),
-        }
+        budget = settings.request_timeout_s
+        self.budgets: dict[bool, dict[str, float]] = {False: {"total": budget}, True: {"read_timeout": budget}}
 
     async def handle(self, request: Request, endpoint: str) -> Response:
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        rid = request.headers.get("x-request-id") or new_request_id()
         start = time.perf_counter()
         label = "-"
         try:
@@ -86,7 +89,7 @@ class Proxy:
                     target.model, pick_point(sticky if isinstance(sticky, str) else None, model, self.spread)
                 ).name
             data["model"] = upstream
-            payload = json.dumps(data, ensure_ascii=False).encode()
+            payload = orjson.dumps(data)
             return await self._forward(target, upstream, payload, endpoint, bool(data.get("stream")), rid, label, start)
         except RouterError as exc:
             self._done(rid, label, None, None, exc.status, start, None, exc.message)
@@ -130,27 +133,20 @@ class Proxy:
                 raise unavailable(f"No healthy replica holds {what} yet; retry shortly.", self.settings.retry_after_s)
             replica = ranked[0]
             if tried:
-                self.metrics.retries.labels(label).inc()
+                self.metrics.retry(label)
             tried.add(replica)
             state.acquire(replica, upstream)
             handed_over = False
             try:
                 try:
-                    resp = await self.session.post(
-                        replica + UPSTREAM_PATHS[endpoint],
-                        data=payload,
-                        headers={**JSON_HEADERS, "x-request-id": rid},
-                        timeout=self.timeouts[stream],
+                    resp = await self.upstream.post(
+                        replica, UPSTREAM_PATHS[endpoint], payload, rid, **self.budgets[stream]
                     )
-                except aiohttp.ConnectionTimeoutError:  # not reachable in time: another replica may answer
-                    self.metrics.errors.labels(label, "connect").inc()
-                    state.replica_failed(replica)
-                    continue
-                except TimeoutError as exc:  # connected, but no answer within the budget (also a TimeoutError)
-                    self.metrics.errors.labels(label, "timeout").inc()
+                except UpstreamTimeout as exc:  # connected, but no answer within the budget
+                    self.metrics.error(label, "timeout")
                     raise upstream_timeout(self.settings.request_timeout_s) from exc
-                except aiohttp.ClientConnectionError:  # refused or reset before answering: nothing was sent
-                    self.metrics.errors.labels(label, "connect").inc()
+                except UpstreamError:  # not reachable, or gone before answering: another replica may answer
+                    self.metrics.error(label, "connect")
                     state.replica_failed(replica)
                     continue
                 try:
@@ -159,11 +155,11 @@ class Proxy:
                         if resp.status == 404:
                             state.not_loaded(replica, upstream)
                         else:
-                            self.metrics.errors.labels(label, "5xx").inc()
+                            self.metrics.error(label, "5xx")
                         last = (resp.status, content, resp.content_type)
                         continue
                     if stream and resp.status == 200:
-                        first = await resp.content.readany()
+                        first = await resp.chunk()
                         ttft = time.perf_counter() - start
                         handed_over = True
                         return StreamingResponse(
@@ -173,11 +169,11 @@ class Proxy:
                             headers={"x-request-id": rid, "cache-control": "no-cache"},
                         )
                     content = await resp.read()
-                except TimeoutError as exc:
-                    self.metrics.errors.labels(label, "timeout").inc()
+                except UpstreamTimeout as exc:
+                    self.metrics.error(label, "timeout")
                     raise upstream_timeout(self.settings.request_timeout_s) from exc
-                except aiohttp.ClientError:  # the replica went away before answering: nothing was sent yet
-                    self.metrics.errors.labels(label, "disconnect").inc()
+                except UpstreamError:  # the replica went away before answering: nothing was sent yet
+                    self.metrics.error(label, "disconnect")
                     state.replica_failed(replica)
                     continue
                 finally:
@@ -193,7 +189,7 @@ class Proxy:
 
     async def _relay(
         self,
-        resp: aiohttp.ClientResponse,
+        resp: UpstreamResponse,
         first: bytes,
         replica: str,
         upstream: str,
@@ -205,13 +201,13 @@ class Proxy:
         outcome: int | str = 200
         try:
             yield first
-            async for chunk in resp.content.iter_any():
+            while chunk := await resp.chunk():
                 if b'"usage":{' in chunk:
                     self._count_stream_usage(label, chunk)
                 yield chunk
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except UpstreamError as exc:
             outcome = "stream_error"
-            self.metrics.errors.labels(label, "stream").inc()
+            self.metrics.error(label, "stream")
             access_log.warning("stream from %s broke after the first byte: %s", replica, exc)
         finally:
             resp.release()
@@ -220,7 +216,7 @@ class Proxy:
 
     def _count_tokens(self, label: str, content: bytes) -> None:
         try:
-            usage = json.loads(content).get("usage") or {}
+            usage = orjson.loads(content).get("usage") or {}
         except (ValueError, AttributeError):
             return
         self._add_usage(label, usage)
@@ -229,7 +225,7 @@ class Proxy:
         for line in chunk.split(b"\n"):
             if line.startswith(b"data: {") and b'"usage":{' in line:
                 try:
-                    self._add_usage(label, json.loads(line[6:]).get("usage") or {})
+                    self._add_usage(label, orjson.loads(line[6:]).get("usage") or {})
                 except ValueError:
                     continue
 
@@ -237,7 +233,7 @@ class Proxy:
         for kind in ("prompt_tokens", "completion_tokens"):
             value = usage.get(kind)
             if isinstance(value, int) and value > 0:
-                self.metrics.tokens.labels(label, kind.removesuffix("_tokens")).inc(value)
+                self.metrics.token_count(label, kind.removesuffix("_tokens"), value)
 
     def _done(
         self,
@@ -251,11 +247,11 @@ class Proxy:
         error: str | None,
     ) -> None:
         elapsed = time.perf_counter() - start
-        self.metrics.requests.labels(label, str(status)).inc()
-        if label != "-":
-            self.metrics.latency.labels(label).observe(elapsed)
-            if isinstance(status, int) and status < 400:
-                self.metrics.ttft.labels(label).observe(ttft if ttft is not None else elapsed)
+        if label == "-":
+            self.metrics.request(label, status, None, None)
+        else:
+            answered = isinstance(status, int) and status < 400
+            self.metrics.request(label, status, elapsed, (ttft if ttft is not None else elapsed) if answered else None)
         if access_log.isEnabledFor(logging.INFO):
             record = {
                 "request_id": rid,

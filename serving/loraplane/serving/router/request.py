@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+import orjson
 
 from loraplane.serving.router.errors import bad_request
 
@@ -11,8 +12,8 @@ from loraplane.serving.router.errors import bad_request
 def parse(body: bytes, endpoint: str) -> dict[str, Any]:
     """The JSON object of a /v1/chat/completions or /v1/completions request; 400 naming the bad field."""
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:  # also invalid UTF-8
         raise bad_request(f"The request body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise bad_request("The request body must be a JSON object.")
