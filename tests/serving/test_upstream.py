@@ -222,7 +222,8 @@ def test_timeouts_before_the_head_and_between_chunks() -> None:
     assert run(script, test) == 2, "a timed-out connection is closed, not pooled"
 
 
-def test_a_large_answer_pauses_reading_and_still_arrives_whole() -> None:
+@pytest.mark.parametrize("whole", [True, False], ids=["read", "chunks"])
+def test_a_large_answer_pauses_reading_and_still_arrives_whole(whole: bool) -> None:
     body = bytes(range(256)) * (3 * HIGH_WATER // 256)
 
     async def script(reader: Reader, writer: Writer, _: int) -> None:
@@ -239,8 +240,11 @@ def test_a_large_answer_pauses_reading_and_still_arrives_whole() -> None:
             await asyncio.sleep(0.01)
         assert resp._conn.paused, "reading pauses once the answer buffered past the high-water mark"
         received = b""
-        while chunk := await resp.chunk():
-            received += chunk
+        if whole:
+            received = await resp.read()
+        else:
+            while chunk := await resp.chunk():
+                received += chunk
         assert received == body
         resp.release()
 

@@ -37,7 +37,6 @@ from loraplane.serving.router.upstream import UpstreamClient, UpstreamError, Ups
 
 access_log = logging.getLogger("loraplane.router.access")
 UPSTREAM_PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
-JSON_HEADERS = {"content-type": "application/json"}
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -128,7 +127,7 @@ class Proxy:
                 if last is not None:  # every replica failed: pass the last upstream error through
                     status, content, ctype = last
                     self._done(rid, label, upstream, None, status, start, None, "upstream error")
-                    return Response(content, status, media_type=ctype, headers={"x-request-id": rid})
+                    return Response(content, status, media_type=ctype or None, headers={"x-request-id": rid})
                 what = f"adapter version {upstream}" if is_adapter else f"base model {upstream}"
                 raise unavailable(f"No healthy replica holds {what} yet; retry shortly.", self.settings.retry_after_s)
             replica = ranked[0]
@@ -185,7 +184,7 @@ class Proxy:
             if resp.status == 200:
                 self._count_tokens(label, content)
             self._done(rid, label, upstream, replica, resp.status, start, None, None)
-            return Response(content, resp.status, media_type=resp.content_type, headers={"x-request-id": rid})
+            return Response(content, resp.status, media_type=resp.content_type or None, headers={"x-request-id": rid})
 
     async def _relay(
         self,

@@ -125,12 +125,11 @@ class Response:
         return data
 
     async def read(self) -> bytes:
-        """The whole body."""
-        while not self._done:
-            await self._wait()
-        data = b"".join(self._chunks)
-        self._chunks.clear()
-        return data
+        """The whole body (taken as it arrives, so reading never stays paused past the high-water mark)."""
+        parts = []
+        while chunk := await self.chunk():
+            parts.append(chunk)
+        return b"".join(parts)
 
     def release(self) -> None:
         """Give the connection back to the pool if the answer is complete and it may be reused; else close it."""
