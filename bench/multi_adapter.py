@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))  # `tests.trainer.tiny` for --tiny
 from loraplane.api.artifact import RESULT_FILE, adapter_digest, file_digests  # noqa: E402
 from loraplane.api.modelserver import VllmSpec  # noqa: E402
 from loraplane.serving.adapter_manager import AdapterManager, DesiredAdapter, NoRouting  # noqa: E402
-from loraplane.serving.vllm_args import ServedModel, build_args, cpu_profile  # noqa: E402
+from loraplane.serving.vllm_args import CPU_MAX_NUM_SEQS, ServedModel, build_args, cpu_profile  # noqa: E402
 from loraplane.serving.vllm_client import VllmClient  # noqa: E402
 from loraplane.serving.vllm_process import VllmProcess  # noqa: E402
 
@@ -146,7 +146,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--max-num-seqs", type=int, default=32)
+    parser.add_argument("--max-num-seqs", type=int, default=CPU_MAX_NUM_SEQS)
     parser.add_argument("--threads-bind", default="0-1", help="VLLM_CPU_OMP_THREADS_BIND")
     parser.add_argument("--tiny", action="store_true", help="the tiny random Llama instead of SmolLM2")
     parser.add_argument("--port", type=int, default=0)

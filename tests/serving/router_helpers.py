@@ -10,9 +10,11 @@ from typing import Any
 
 import httpx
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 
 from loraplane.api.artifact import RESULT_FILE
 from loraplane.serving.router import AdapterVersion, PublicModel, RouterSettings, ServerRoute, create_app
+from loraplane.serving.router.state import RouterState
 from tests.kube_harness import free_port, poll
 from tests.serving.fixtures import BASE_NAME
 
@@ -74,6 +76,20 @@ class Router:
 
             poll(f"{model} routable", answers, timeout=timeout)
 
+    @property
+    def state(self) -> RouterState:
+        """The live state (in-process only): what tests inspect that no endpoint shows, e.g. requests in flight."""
+        state: RouterState = self.server.config.app.state.holder["state"]
+        return state
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of the router's /metrics (0 when it has not been recorded yet)."""
+        for family in text_string_to_metric_families(self.http.get("/metrics").text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        return 0.0
+
     def status(self, name: str) -> dict[str, Any]:
         resp = self.admin("GET", f"/{name}")
         assert resp.status_code == 200, resp.text
@@ -86,7 +102,10 @@ def running_router(routes: Mapping[str, ServerRoute] | None = None, **settings: 
     """The router app served by uvicorn on a free loopback port for the duration of the block."""
     port = free_port()
     config = RouterSettings(
-        host="127.0.0.1", port=port, admin_key=ADMIN_KEY, reconcile_interval_s=1.0, drain_timeout_s=30, **settings
+        host="127.0.0.1",
+        port=port,
+        admin_key=ADMIN_KEY,
+        **{"reconcile_interval_s": 1.0, "drain_timeout_s": 30, **settings},
     )
     server = uvicorn.Server(
         uvicorn.Config(create_app(config, routes), host="127.0.0.1", port=port, log_level="warning", lifespan="on")

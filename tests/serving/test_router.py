@@ -59,7 +59,7 @@ def test_each_adapter_answers_as_vllm_does_and_unlike_the_base(
     assert all(cards[name]["parent"] == BASE_NAME and cards[name]["root"] == BASE_NAME for name in tiny_adapters)
 
 
-def test_streaming_through_the_openai_client(served: Router) -> None:
+def test_streaming_through_the_openai_client(served: Router, replicas_up: list[VllmProcess]) -> None:
     client = openai.OpenAI(base_url=served.url + "/v1", api_key="unused", max_retries=0)
     stream = client.chat.completions.create(
         model="beta",
@@ -68,11 +68,23 @@ def test_streaming_through_the_openai_client(served: Router) -> None:
         max_tokens=16,
         stream=True,
     )
-    pieces = [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
+    chunks = list(stream)
+    assert all(chunk.choices for chunk in chunks), "the usage event the router asked vLLM for is not passed on"
+    pieces = [chunk.choices[0].delta.content or "" for chunk in chunks]
     assert len([p for p in pieces if p]) > 3, pieces
+    streamed_tokens = served.metric("loraplane_router_tokens_total", model="beta", kind="completion")
+    assert streamed_tokens >= len([p for p in pieces if p]), "a streamed answer's tokens are counted"
     assert "".join(pieces) == served.answer("beta", "Tell me a story", max_tokens=16)
     completion = client.completions.create(model="gamma", prompt="Once upon", max_tokens=8, temperature=0)
-    assert completion.choices[0].text
+    assert completion.choices[0].text == direct_completion(replicas_up[0], "gamma", "Once upon", 8)
+    assert completion.choices[0].text != direct_completion(replicas_up[0], BASE_NAME, "Once upon", 8)
+
+
+def direct_completion(replica: VllmProcess, model: str, prompt: str, max_tokens: int) -> str:
+    body = {"model": model, "prompt": prompt, "temperature": 0, "max_tokens": max_tokens}
+    resp = httpx.post(replica.url + "/v1/completions", json=body, timeout=120)
+    assert resp.status_code == 200, resp.text
+    return str(resp.json()["choices"][0]["text"])
 
 
 def test_a_new_adapter_becomes_routable_without_restarting(
@@ -131,6 +143,10 @@ def test_killing_a_replica_mid_load_loses_no_request_and_it_gets_its_adapters_ba
         replicas_up[0].kill()
         results = [f.result() for f in futures]
     assert Counter(results) == {200: 48}, Counter(results)
+    moved = served.metric("loraplane_router_retries_total", model=BASE_NAME) + sum(
+        served.metric("loraplane_router_retries_total", model=name) for name in tiny_adapters
+    )
+    assert moved >= 1, "some request was moved off the killed replica"
 
     replicas_up[0].restart()
     poll(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from loraplane.serving.router import auth
+from loraplane.serving.router import auth, sse
 from loraplane.serving.router.errors import RouterError
 from loraplane.serving.router.request import parse
 from loraplane.serving.router.routing import SpreadPoints, choose_version, pick_point, rank_replicas, sticky_point
@@ -82,6 +82,7 @@ def test_table_rules() -> None:
         (b'{"model": "m"}', "completions", "prompt"),
         (b'{"model": "m", "prompt": "x", "stream": "yes"}', "completions", "stream"),
         (b'{"model": "m", "prompt": "x", "max_tokens": 0}', "completions", "max_tokens"),
+        (b'{"model": "m", "prompt": "x", "stream": true, "stream_options": "usage"}', "completions", "stream_options"),
     ],
 )
 def test_malformed_requests_name_the_field(body: bytes, endpoint: str, param: str | None) -> None:
@@ -105,3 +106,19 @@ def test_keys_limit_models_and_never_open_the_admin_api(tmp_path: Path) -> None:
         auth.require_admin({"authorization": "Bearer k-all"}, "admin")
     assert user_key.value.status == 403
     auth.require_admin({"authorization": "Bearer admin"}, "admin")
+
+
+def test_stream_events_are_cut_whole_and_only_the_final_usage_counts() -> None:
+    stream = (
+        b'data: {"choices":[{"delta":{"content":"Hi"}}],"usage":{"completion_tokens":1}}\n\n'
+        b'data: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2}}\r\n\r\n'
+        b"data: [DO"
+    )
+    events, rest = sse.split_events(stream)
+    assert len(events) == 2 and b"".join(events) + rest == stream, "byte for byte, nothing lost"
+    assert rest == b"data: [DO"
+    assert sse.final_usage(events[0]) is None, "a running usage (continuous_usage_stats) is not the total"
+    assert sse.final_usage(events[1]) == {"prompt_tokens": 5, "completion_tokens": 2}
+    assert sse.split_events(b'data: {"choices":[]') == ([], b'data: {"choices":[]')
+    assert sse.wants_usage({"stream_options": {"include_usage": True}})
+    assert not sse.wants_usage({"stream_options": {"include_usage": False}}) and not sse.wants_usage({})

@@ -6,6 +6,7 @@ import pytest
 
 from loraplane.api.modelserver import VllmSpec
 from loraplane.serving.vllm_args import (
+    CPU_MAX_NUM_SEQS,
     STARTUP_MAX_FAILURES,
     ServedModel,
     build_args,
@@ -84,7 +85,8 @@ def test_cpu_profile_env_and_loopback() -> None:
     assert argv[argv.index("--host") + 1] == "127.0.0.1" and argv[argv.index("--port") + 1] == "8123"
     assert argv[argv.index("--served-model-name") + 1] == "base"
     assert argv[argv.index("--shutdown-timeout") + 1] == "10"
-    assert "--max-model-len" not in argv and "--max-num-seqs" not in argv
+    assert "--max-model-len" not in argv
+    assert argv[argv.index("--max-num-seqs") + 1] == str(CPU_MAX_NUM_SEQS) == "32", "the sweep's best LoRA ratio"
     assert launch.url == "http://127.0.0.1:8123"
 
 

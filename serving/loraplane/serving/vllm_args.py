@@ -53,8 +53,15 @@ class Profile:
     prestop_sleep_seconds: int = 5  # let Service endpoints drop the pod before SIGTERM
 
 
-def cpu_profile(*, threads_bind: str = "auto", kvcache_space_gib: int = 1, max_num_seqs: int | None = None) -> Profile:
-    """Local mode and tests: one process, loopback only, a bounded KV cache in RAM."""
+# vLLM's batch on CPU: the highest adapter/base throughput ratio in bench/multi_adapter.py's sweep
+# (16 / 32 / 64 gave 0.56 / 0.64 / 0.58; docs/benchmarks.md).
+CPU_MAX_NUM_SEQS = 32
+
+
+def cpu_profile(
+    *, threads_bind: str = "auto", kvcache_space_gib: int = 1, max_num_seqs: int | None = CPU_MAX_NUM_SEQS
+) -> Profile:
+    """Local mode and tests: one process, loopback only, a bounded KV cache in RAM, the batch size tuned for LoRA."""
     return Profile(
         kind="cpu",
         max_num_seqs=max_num_seqs,

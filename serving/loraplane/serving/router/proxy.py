@@ -1,7 +1,7 @@
 """The request path: authenticate, check the body, choose version and replica, forward, pass the answer back.
 
-Non-streaming answers are read whole and returned; streaming answers (SSE) are relayed chunk by chunk
-as they arrive. A request moves to another replica on a connection failure, a 5xx, or "adapter not
+Non-streaming answers are read whole and returned; streaming answers (SSE) are relayed as they arrive,
+whole events at a time (sse.py). A request moves to another replica on a connection failure, a 5xx, or "adapter not
 loaded" (the replica restarted) — but only before its first byte reached the client.
 """
 
@@ -11,13 +11,14 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from loraplane.serving.router import auth
+from loraplane.serving.router import auth, sse
 from loraplane.serving.router.errors import (
     RouterError,
     model_not_found,
@@ -54,6 +55,20 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+@dataclass(slots=True)
+class Call:
+    """One request on its way: what the access log, the metrics and the retries need to know about it."""
+
+    rid: str
+    start: float  # perf_counter at arrival
+    endpoint: str  # "chat" or "completions"
+    label: str = "-"  # the public model name once known (metrics label)
+    version: str = ""  # what vLLM is asked for: an adapter version or the base model ("" before that is known)
+    payload: bytes = b""  # the body sent upstream
+    stream: bool = False
+    strip_usage: bool = False  # the router asked for the stream's usage event; the client did not
+
+
 class Proxy:
     def __init__(
         self,
@@ -70,9 +85,7 @@ class Proxy:
         self.budgets: dict[bool, dict[str, float]] = {False: {"total": budget}, True: {"read_timeout": budget}}
 
     async def handle(self, request: Request, endpoint: str) -> Response:
-        rid = request.headers.get("x-request-id") or new_request_id()
-        start = time.perf_counter()
-        label = "-"
+        call = Call(request.headers.get("x-request-id") or new_request_id(), time.perf_counter(), endpoint)
         try:
             who = auth.caller(request.headers, self.keys)
             data = parse(await read_body(request, self.settings.max_body_bytes), endpoint)
@@ -80,37 +93,31 @@ class Proxy:
             target = self.state.targets.get(model)
             if target is None or not who.may_use(model):
                 raise model_not_found(model)
-            label = model
-            upstream = target.route.base_model
+            call.label = model
+            call.version = target.route.base_model
             if target.model is not None:
                 sticky = request.headers.get(self.settings.sticky_header) or data.get("user")
-                upstream = choose_version(
+                call.version = choose_version(
                     target.model, pick_point(sticky if isinstance(sticky, str) else None, model, self.spread)
                 ).name
-            data["model"] = upstream
-            payload = orjson.dumps(data)
-            return await self._forward(target, upstream, payload, endpoint, bool(data.get("stream")), rid, label, start)
+            data["model"] = call.version
+            call.stream = data.get("stream") is True
+            if call.stream and not sse.wants_usage(data):  # ask for it (the token metrics), cut it out again
+                data["stream_options"] = {**(data.get("stream_options") or {}), "include_usage": True}
+                call.strip_usage = True
+            call.payload = orjson.dumps(data)
+            return await self._forward(target, call)
         except RouterError as exc:
-            self._done(rid, label, None, None, exc.status, start, None, exc.message)
-            return exc.response(rid)
+            self._done(call, None, exc.status, None, exc.message)
+            return exc.response(call.rid)
         except Exception as exc:  # a bug: still answer in OpenAI's shape, with the request id to find the log
-            access_log.exception("request %s failed", rid)
+            access_log.exception("request %s failed", call.rid)
             error = RouterError(500, f"Internal router error ({type(exc).__name__}).", type="server_error")
-            self._done(rid, label, None, None, 500, start, None, error.message)
-            return error.response(rid)
+            self._done(call, None, 500, None, error.message)
+            return error.response(call.rid)
 
-    async def _forward(
-        self,
-        target: Target,
-        upstream: str,
-        payload: bytes,
-        endpoint: str,
-        stream: bool,
-        rid: str,
-        label: str,
-        start: float,
-    ) -> Response:
-        route, state = target.route, self.state
+    async def _forward(self, target: Target, call: Call) -> Response:
+        route, state, label, version = target.route, self.state, call.label, call.version
         is_adapter = target.model is not None
         tried: set[str] = set()
         last: tuple[int, bytes, str] | None = None
@@ -118,7 +125,7 @@ class Proxy:
             state.rotation += 1
             ranked = rank_replicas(
                 route.replicas,
-                usable=lambda r: state.usable(r, upstream if is_adapter else None),
+                usable=lambda r: state.usable(r, version if is_adapter else None),
                 outstanding=state.outstanding,
                 exclude=frozenset(tried),
                 rotation=state.rotation,
@@ -126,20 +133,20 @@ class Proxy:
             if not ranked:
                 if last is not None:  # every replica failed: pass the last upstream error through
                     status, content, ctype = last
-                    self._done(rid, label, upstream, None, status, start, None, "upstream error")
-                    return Response(content, status, media_type=ctype or None, headers={"x-request-id": rid})
-                what = f"adapter version {upstream}" if is_adapter else f"base model {upstream}"
+                    self._done(call, None, status, None, "upstream error")
+                    return Response(content, status, media_type=ctype or None, headers={"x-request-id": call.rid})
+                what = f"adapter version {version}" if is_adapter else f"base model {version}"
                 raise unavailable(f"No healthy replica holds {what} yet; retry shortly.", self.settings.retry_after_s)
             replica = ranked[0]
             if tried:
                 self.metrics.retry(label)
             tried.add(replica)
-            state.acquire(replica, upstream)
+            state.acquire(replica, version)
             handed_over = False
             try:
                 try:
                     resp = await self.upstream.post(
-                        replica, UPSTREAM_PATHS[endpoint], payload, rid, **self.budgets[stream]
+                        replica, UPSTREAM_PATHS[call.endpoint], call.payload, call.rid, **self.budgets[call.stream]
                     )
                 except UpstreamTimeout as exc:  # connected, but no answer within the budget
                     self.metrics.error(label, "timeout")
@@ -152,20 +159,20 @@ class Proxy:
                     if resp.status >= 500 or (resp.status == 404 and is_adapter):
                         content = await resp.read()
                         if resp.status == 404:
-                            state.not_loaded(replica, upstream)
+                            state.not_loaded(replica, version)
                         else:
                             self.metrics.error(label, "5xx")
                         last = (resp.status, content, resp.content_type)
                         continue
-                    if stream and resp.status == 200:
+                    if call.stream and resp.status == 200:
                         first = await resp.chunk()
-                        ttft = time.perf_counter() - start
+                        ttft = time.perf_counter() - call.start
                         handed_over = True
                         return StreamingResponse(
-                            self._relay(resp, first, replica, upstream, rid, label, start, ttft),
+                            self._relay(resp, first, replica, call, ttft),
                             status_code=200,
                             media_type="text/event-stream",
-                            headers={"x-request-id": rid, "cache-control": "no-cache"},
+                            headers={"x-request-id": call.rid, "cache-control": "no-cache"},
                         )
                     content = await resp.read()
                 except UpstreamTimeout as exc:
@@ -180,38 +187,47 @@ class Proxy:
                         resp.release()
             finally:
                 if not handed_over:
-                    state.release(replica, upstream)
+                    state.release(replica, version)
             if resp.status == 200:
                 self._count_tokens(label, content)
-            self._done(rid, label, upstream, replica, resp.status, start, None, None)
-            return Response(content, resp.status, media_type=resp.content_type or None, headers={"x-request-id": rid})
+            self._done(call, replica, resp.status, None, None)
+            return Response(
+                content, resp.status, media_type=resp.content_type or None, headers={"x-request-id": call.rid}
+            )
 
     async def _relay(
-        self,
-        resp: UpstreamResponse,
-        first: bytes,
-        replica: str,
-        upstream: str,
-        rid: str,
-        label: str,
-        start: float,
-        ttft: float,
+        self, resp: UpstreamResponse, first: bytes, replica: str, call: Call, ttft: float
     ) -> AsyncIterator[bytes]:
+        """The stream as it comes, in whole events; the usage event counted (and cut out if the router asked)."""
         outcome: int | str = 200
+        rest = b""
         try:
-            yield first
-            while chunk := await resp.chunk():
+            chunk = first
+            while chunk:
+                events, rest = sse.split_events(rest + chunk if rest else chunk)
                 if b'"usage":{' in chunk:
-                    self._count_stream_usage(label, chunk)
-                yield chunk
+                    events = [e for e in events if not self._took_usage(call, e)]
+                if events:
+                    yield b"".join(events)
+                chunk = await resp.chunk()
+            if rest:
+                yield rest
         except UpstreamError as exc:
             outcome = "stream_error"
-            self.metrics.error(label, "stream")
+            self.metrics.error(call.label, "stream")
             access_log.warning("stream from %s broke after the first byte: %s", replica, exc)
         finally:
             resp.release()
-            self.state.release(replica, upstream)
-            self._done(rid, label, upstream, replica, outcome, start, ttft, None)
+            self.state.release(replica, call.version)
+            self._done(call, replica, outcome, ttft, None)
+
+    def _took_usage(self, call: Call, event: bytes) -> bool:
+        """Count a stream's usage event; True when it is to be cut out (the router asked for it)."""
+        usage = sse.final_usage(event)
+        if usage is None:
+            return False
+        self._add_usage(call.label, usage)
+        return call.strip_usage
 
     def _count_tokens(self, label: str, content: bytes) -> None:
         try:
@@ -220,32 +236,15 @@ class Proxy:
             return
         self._add_usage(label, usage)
 
-    def _count_stream_usage(self, label: str, chunk: bytes) -> None:
-        for line in chunk.split(b"\n"):
-            if line.startswith(b"data: {") and b'"usage":{' in line:
-                try:
-                    self._add_usage(label, orjson.loads(line[6:]).get("usage") or {})
-                except ValueError:
-                    continue
-
     def _add_usage(self, label: str, usage: dict[str, Any]) -> None:
         for kind in ("prompt_tokens", "completion_tokens"):
             value = usage.get(kind)
             if isinstance(value, int) and value > 0:
                 self.metrics.token_count(label, kind.removesuffix("_tokens"), value)
 
-    def _done(
-        self,
-        rid: str,
-        label: str,
-        upstream: str | None,
-        replica: str | None,
-        status: int | str,
-        start: float,
-        ttft: float | None,
-        error: str | None,
-    ) -> None:
-        elapsed = time.perf_counter() - start
+    def _done(self, call: Call, replica: str | None, status: int | str, ttft: float | None, error: str | None) -> None:
+        elapsed = time.perf_counter() - call.start
+        label = call.label
         if label == "-":
             self.metrics.request(label, status, None, None)
         else:
@@ -253,9 +252,9 @@ class Proxy:
             self.metrics.request(label, status, elapsed, (ttft if ttft is not None else elapsed) if answered else None)
         if access_log.isEnabledFor(logging.INFO):
             record = {
-                "request_id": rid,
+                "request_id": call.rid,
                 "model": label,
-                "version": upstream,
+                "version": call.version or None,
                 "replica": replica,
                 "status": status,
                 "ms": round(elapsed * 1000, 2),

@@ -30,6 +30,8 @@ def parse(body: bytes, endpoint: str) -> dict[str, Any]:
             raise bad_request("'prompt' is required and must be a string or an array.", "prompt")
     if "stream" in data and not isinstance(data["stream"], bool):
         raise bad_request("'stream' must be a boolean.", "stream")
+    if data.get("stream_options") is not None and not isinstance(data["stream_options"], dict):
+        raise bad_request("'stream_options' must be an object.", "stream_options")
     for field in ("max_tokens", "max_completion_tokens", "n"):
         value = data.get(field)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
