@@ -19,13 +19,14 @@ request, from sending to the last byte of the answer; req/s is successful reques
 concurrency every target gets a warm-up, then the targets take turns, the order rotating each round, so
 drift from other load on the machine hits all alike: at concurrency 1 request by request, above it in
 blocks of at least 2c requests (each after an unrecorded burst that re-opens its connections). vLLM's
-engine is pinned to the last CPU (--threads-bind); the client and the proxies use the rest.
+engine is pinned to the last CPU (--threads-bind); the client and the proxies are kept to the rest (their CPU
+affinity), so none of them takes the engine's CPU from under it.
 Each table also gives CPU milliseconds per request of vLLM's API server, of the proxy process (router,
 LiteLLM), of the load generator, and of the whole machine (all processes, all CPUs, from /proc), and how
 busy the machine was: less moved by other load than latency, and where a shared machine is saturated,
 throughput follows the machine's CPU per request.
 
-    python bench/router_overhead.py [--concurrency 1 32 128] [--requests 800] [--requests-c1 400]
+    python bench/router_overhead.py [--concurrency 1 32 128] [--requests 800] [--requests-c1 800]
                                     [--rounds 8] [--model adapter|base] [--no-litellm]
                                     [--litellm CMD] [--router-access-log]
 
@@ -424,6 +425,15 @@ def litellm_service(args: argparse.Namespace, work: Path, vllm_url: str) -> Serv
     return Service("litellm", argv, env, f"http://127.0.0.1:{port}", work / "litellm.log", work)
 
 
+def keep_off_engine(threads_bind: str) -> None:
+    """Run this process, and the processes it starts from now on, on the CPUs the engine is not bound to."""
+    if not hasattr(os, "sched_setaffinity") or not threads_bind.isdigit():
+        return
+    rest = os.sched_getaffinity(0) - {int(threads_bind)}
+    if rest:
+        os.sched_setaffinity(0, rest)
+
+
 def default_threads_bind() -> str:
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     return str(cpus[-1]) if cpus else "auto"
@@ -433,7 +443,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32, 128])
     parser.add_argument("--requests", type=int, default=800, help="requests per target at concurrency > 1")
-    parser.add_argument("--requests-c1", type=int, default=400, help="requests per target at concurrency 1")
+    parser.add_argument(
+        "--requests-c1", type=int, default=800, help="requests per target at concurrency 1 (the p50s it compares)"
+    )
     parser.add_argument("--rounds", type=int, default=8, help="blocks per target above concurrency 1 (>= 2c each)")
     parser.add_argument("--model", choices=["adapter", "base"], default="adapter", help="what every request asks")
     parser.add_argument("--max-num-seqs", type=int, default=128)
@@ -474,6 +486,7 @@ def main() -> None:
         try:
             started = time.perf_counter()
             vllm.spawn()
+            keep_off_engine(args.threads_bind)  # this process (the client) and, inherited, the proxies
             for service in services:  # they start while vLLM loads
                 service.start()
             vllm.wait_ready()
