@@ -8,6 +8,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,14 @@ def ready(router: Router) -> None:
     poll("replicas observed healthy", lambda: router.http.get("/readyz").status_code == 200, timeout=30)
 
 
+@contextmanager
+def routed(replica: ScriptedReplica) -> Iterator[tuple[Router, str]]:
+    """`replica` served and a ready router in front of it for its base model; yields the router, the replica's URL."""
+    with serving(replica) as (url,), running_router(base_route(url)) as router:
+        ready(router)
+        yield router, url
+
+
 def events_of(resp: httpx.Response) -> list[str]:
     return [line for line in resp.iter_lines() if line]
 
@@ -61,15 +70,13 @@ def test_a_stream_is_relayed_event_by_event() -> None:
         return resp
 
     replica.chat = chat
-    with serving(replica) as urls, running_router(base_route(*urls)) as router:
-        ready(router)
-        with router.http.stream("POST", CHAT, json=chat_body("tiny", stream=True)) as resp:
-            assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
-            assert resp.headers["x-request-id"]
-            events = (line for line in resp.iter_lines() if line)
-            assert next(events) == 'data: {"n":1}'
-            client_has_first.set()
-            assert list(events) == ['data: {"n":2}', "data: [DONE]"]
+    with routed(replica) as (router, _), router.http.stream("POST", CHAT, json=chat_body("tiny", stream=True)) as resp:
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
+        assert resp.headers["x-request-id"]
+        events = (line for line in resp.iter_lines() if line)
+        assert next(events) == 'data: {"n":1}'
+        client_has_first.set()
+        assert list(events) == ['data: {"n":2}', "data: [DONE]"]
 
 
 def test_a_5xx_or_a_forgotten_adapter_moves_to_the_other_replica(tmp_path: Path) -> None:
@@ -146,15 +153,14 @@ def test_a_client_that_leaves_mid_stream_frees_its_place_and_the_replica_stops()
         return resp
 
     replica.chat = endless
-    with serving(replica) as urls, running_router(base_route(*urls)) as router:
-        ready(router)
+    with routed(replica) as (router, url):
         with router.http.stream("POST", CHAT, json=chat_body("tiny", stream=True)) as resp:
             lines = resp.iter_lines()  # held: a dropped iterator closes the connection at once
             assert next(line for line in lines if line) == 'data: {"n":0}'
-            assert router.state.outstanding[urls[0]] == 1
+            assert router.state.outstanding[url] == 1
         poll("the replica's stream closed by the router", replica_saw_close.is_set, timeout=30)
-        poll("nothing left in flight", lambda: router.state.outstanding[urls[0]] == 0, timeout=30)
-        assert router.state.inflight[(urls[0], "tiny")] == 0
+        poll("nothing left in flight", lambda: router.state.outstanding[url] == 0, timeout=30)
+        assert router.state.inflight[(url, "tiny")] == 0
 
 
 def test_streamed_tokens_are_counted_and_the_usage_event_reaches_only_who_asked() -> None:
@@ -174,8 +180,7 @@ def test_streamed_tokens_are_counted_and_the_usage_event_reaches_only_who_asked(
         return resp
 
     replica.chat = stream
-    with serving(replica) as urls, running_router(base_route(*urls)) as router:
-        ready(router)
+    with routed(replica) as (router, _):
         with router.http.stream("POST", CHAT, json=chat_body("tiny", stream=True)) as resp:
             plain = events_of(resp)
         options = {"include_usage": True}
@@ -195,14 +200,13 @@ def test_streamed_tokens_are_counted_and_the_usage_event_reaches_only_who_asked(
 def test_the_access_log_has_one_json_line_per_request(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="loraplane.router.access")
     replica = ScriptedReplica("a")
-    with serving(replica) as urls, running_router(base_route(*urls)) as router:
-        ready(router)
+    with routed(replica) as (router, url):
         assert router.http.post(CHAT, json=chat_body("tiny"), headers={"x-request-id": "rid-7"}).status_code == 200
         assert router.http.post(CHAT, json=chat_body("nope")).status_code == 404
     assert replica.bodies and all(b["model"] == "tiny" for b in replica.bodies)
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "loraplane.router.access"]
     ok = next(line for line in lines if line["request_id"] == "rid-7")
-    assert ok["model"] == ok["version"] == "tiny" and ok["replica"] == urls[0] and ok["status"] == 200
+    assert ok["model"] == ok["version"] == "tiny" and ok["replica"] == url and ok["status"] == 200
     assert ok["ms"] > 0
     missing = [line for line in lines if line["status"] == 404]
     assert len(missing) == 1 and missing[0]["model"] == "-" and len(missing[0]["request_id"]) == 32

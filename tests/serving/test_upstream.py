@@ -89,11 +89,16 @@ class _Recorder:
         return getattr(self.reader, name)
 
 
+async def echo_once(reader: Reader, writer: Writer) -> None:
+    """Answer one request with its body wrapped: {"echo": <body>}."""
+    _, body = await read_request(reader)
+    writer.write(answer(b'{"echo":' + body + b"}"))
+    await writer.drain()
+
+
 async def keep_answering(reader: Reader, writer: Writer, _: int) -> None:
     while True:
-        _, body = await read_request(reader)
-        writer.write(answer(b'{"echo":' + body + b"}"))
-        await writer.drain()
+        await echo_once(reader, writer)
 
 
 def test_answers_and_reuses_one_keep_alive_connection() -> None:
@@ -156,7 +161,7 @@ def test_a_connection_closed_while_idle_is_retried_once_on_a_new_one() -> None:
 
     async def script(reader: Reader, writer: Writer, number: int) -> None:
         if number == 1:
-            await keep_answering_once(reader, writer)
+            await echo_once(reader, writer)
             await read_request(reader)
             return  # closes without answering
         await keep_answering(reader, writer, number)
@@ -168,12 +173,6 @@ def test_a_connection_closed_while_idle_is_retried_once_on_a_new_one() -> None:
             resp.release()
 
     assert run(script, test) == 2
-
-
-async def keep_answering_once(reader: Reader, writer: Writer) -> None:
-    _, body = await read_request(reader)
-    writer.write(answer(b'{"echo":' + body + b"}"))
-    await writer.drain()
 
 
 def test_a_new_connection_closed_before_answering_fails_as_disconnected() -> None:
