@@ -18,15 +18,16 @@ connection pool per target); at each concurrency c, c workers share N requests p
 request, from sending to the last byte of the answer; req/s is successful requests over wall time. At each
 concurrency every target gets a warm-up, then the targets take turns, the order rotating each round, so
 drift from other load on the machine hits all alike: at concurrency 1 request by request, above it in
-blocks of at least 2c requests (each after an unrecorded burst that re-opens its connections). vLLM's
+blocks of at least 8c requests, so the ramp-up and the tail of a block (fewer than c in flight) weigh
+little (each block after an unrecorded burst that re-opens its connections). vLLM's
 engine is pinned to the last CPU (--threads-bind); the client and the proxies are kept to the rest (their CPU
 affinity), so none of them takes the engine's CPU from under it.
 Each table also gives CPU milliseconds per request of vLLM's API server, of the proxy process (router,
 LiteLLM), of the load generator, and of the whole machine (all processes, all CPUs, from /proc), and how
-busy the machine was: less moved by other load than latency, and where a shared machine is saturated,
-throughput follows the machine's CPU per request.
+busy the machine and the engine's CPU were: less moved by other load than latency, and where a shared
+machine is saturated, throughput follows the machine's CPU per request.
 
-    python bench/router_overhead.py [--concurrency 1 32 128] [--requests 800] [--requests-c1 800]
+    python bench/router_overhead.py [--concurrency 1 32 128] [--requests 3200] [--requests-c1 800]
                                     [--rounds 8] [--model adapter|base] [--no-litellm]
                                     [--litellm CMD] [--router-access-log]
 
@@ -81,6 +82,7 @@ VERSION = "bench-v1"  # the adapter's name on vLLM (direct)
 RANK = 8
 MESSAGES = [{"role": "user", "content": "Patient reports fever. Next step?"}]
 JSON_HEADERS = {"content-type": "application/json"}
+BLOCK = 8  # above concurrency 1, a recorded block has at least BLOCK * concurrency requests
 START_TIMEOUT = 900.0  # vLLM on a busy CPU: imports, weights, warm-up
 READY_TIMEOUT = 300.0  # router and LiteLLM, counted from vLLM being healthy
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -192,15 +194,20 @@ def cpu_seconds(pid: int | None) -> float:
         return math.nan
 
 
-def machine_cpu() -> tuple[float, float]:
-    """Busy and total CPU seconds of the whole machine (all CPUs) so far, from /proc/stat; nan where unavailable."""
-    try:
-        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    except (OSError, ValueError):
-        return math.nan, math.nan
-    total, idle = sum(ticks), ticks[3] + ticks[4]  # user nice system idle iowait irq softirq steal
+def machine_cpu() -> dict[str, tuple[float, float]]:
+    """Busy and total CPU seconds so far (/proc/stat): "cpu" is the whole machine, "cpuN" one CPU; {} if unknown."""
     hz = os.sysconf("SC_CLK_TCK")
-    return (total - idle) / hz, total / hz
+    out: dict[str, tuple[float, float]] = {}
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if not line.startswith("cpu"):
+                break
+            name, *values = line.split()
+            ticks = [int(v) for v in values[:8]]  # user nice system idle iowait irq softirq steal
+            out[name] = ((sum(ticks) - ticks[3] - ticks[4]) / hz, sum(ticks) / hz)
+    except (OSError, ValueError):
+        return {}
+    return out
 
 
 @dataclass
@@ -209,6 +216,7 @@ class Stats:
     seconds: float = 0.0  # wall time of the recorded blocks
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per request: vllm, proxy, client, machine
     busy: float = math.nan  # share of the machine's CPU time that was busy during the recorded blocks
+    engine_busy: float = math.nan  # the same for the CPU vLLM's engine is bound to
     errors: int = 0
     last_error: str = ""
 
@@ -272,10 +280,22 @@ async def block(
             stats.last_error = errors[-1]
 
 
+def snapshot(vllm_pid: int | None, engine_cpu: str) -> list[float]:
+    """CPU seconds so far: vLLM's API server, this client; busy and total of the machine, then of the engine's CPU."""
+    cpus, unknown = machine_cpu(), (math.nan, math.nan)
+    return [
+        cpu_seconds(vllm_pid),
+        time.process_time(),
+        *cpus.get("cpu", unknown),
+        *cpus.get(f"cpu{engine_cpu}", unknown),
+    ]
+
+
 async def level(
     sessions: dict[str, aiohttp.ClientSession],
     targets: list[Target],
     vllm_pid: int | None,
+    engine_cpu: str,
     concurrency: int,
     requests: int,
     rounds: int,
@@ -289,7 +309,7 @@ async def level(
     for target in targets:
         await block(sessions[target.name], target, max(2 * concurrency, 20), concurrency, None)
     stats = {t.name: Stats() for t in targets}
-    shared = {t.name: [0.0, 0.0, 0.0, 0.0] for t in targets}  # vLLM, client, machine busy, machine total seconds
+    shared = {t.name: [0.0] * 6 for t in targets}  # the differences of snapshot() over the recorded blocks
     proxy_start = {t.name: cpu_seconds(t.proxy_pid) for t in targets if t.proxy_pid is not None}
     sent = dict.fromkeys(shared, 0)
     per_block = [requests // rounds + (1 if i < requests % rounds else 0) for i in range(rounds)]
@@ -300,17 +320,18 @@ async def level(
             if concurrency > 1:  # (re)open the connections the server side closed while the others ran
                 await block(session, target, concurrency, concurrency, None)
                 sent[target.name] += concurrency
-            before = (cpu_seconds(vllm_pid), time.process_time(), *machine_cpu())
+            before = snapshot(vllm_pid, engine_cpu)
             await block(session, target, n, concurrency, stats[target.name])
-            after = (cpu_seconds(vllm_pid), time.process_time(), *machine_cpu())
+            after = snapshot(vllm_pid, engine_cpu)
             for i, (b, a) in enumerate(zip(before, after, strict=True)):
                 shared[target.name][i] += a - b
             sent[target.name] += n
     for target in targets:
         s, recorded = stats[target.name], requests
-        vllm_s, client_s, busy_s, all_s = shared[target.name]
+        vllm_s, client_s, busy_s, all_s, engine_busy_s, engine_all_s = shared[target.name]
         s.cpu = {"vllm": vllm_s / recorded, "client": client_s / recorded, "machine": busy_s / recorded}
         s.busy = busy_s / all_s if all_s > 0 else math.nan
+        s.engine_busy = engine_busy_s / engine_all_s if engine_all_s > 0 else math.nan
         if target.name in proxy_start:
             s.cpu["proxy"] = (cpu_seconds(target.proxy_pid) - proxy_start[target.name]) / sent[target.name]
     return stats
@@ -321,7 +342,7 @@ def table(concurrency: int, requests: int, rounds: int, stats: dict[str, Stats])
     lines = [
         f"concurrency {concurrency} ({requests} requests per target in {rounds} rounds)",
         f"  {'target':<8} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>6} {'+p50 ms':>8} {'+p99 ms':>8}"
-        f"  cpu ms/req: {'vllm':>5} {'proxy':>5} {'client':>6} {'machine':>7} {'busy':>5}",
+        f"  cpu ms/req: {'vllm':>5} {'proxy':>5} {'client':>6} {'machine':>7}  busy: {'all':>4} {'engine':>6}",
     ]
     for name, s in stats.items():
         p50, p99 = s.percentile_ms(50), s.percentile_ms(99)
@@ -339,7 +360,10 @@ def table(concurrency: int, requests: int, rounds: int, stats: dict[str, Stats])
                 (s.cpu_ms("machine"), 7),
             )
         )
-        cpu += f" {'-' if math.isnan(s.busy) else f'{s.busy:.0%}':>5}"
+        cpu += "       " + " ".join(
+            f"{'-' if math.isnan(share) else f'{share:.0%}':>{width}}"
+            for share, width in ((s.busy, 4), (s.engine_busy, 6))
+        )
         lines.append(f"  {name:<8} {p50:>8.2f} {p99:>8.2f} {s.rps:>8.1f} {s.errors:>6} {added}{' ' * 14}{cpu}")
     for name, s in stats.items():
         if s.errors:
@@ -357,9 +381,11 @@ async def measure(targets: list[Target], vllm_pid: int | None, args: argparse.Na
     try:
         for concurrency in args.concurrency:
             requests = args.requests_c1 if concurrency == 1 else args.requests
-            # concurrency 1: the targets alternate request by request; above: blocks of >= 2c requests
-            rounds = requests if concurrency == 1 else max(1, min(args.rounds, requests // (2 * concurrency)))
-            results[concurrency] = await level(sessions, targets, vllm_pid, concurrency, requests, rounds)
+            # concurrency 1: the targets alternate request by request; above: blocks of >= BLOCK * c requests
+            rounds = requests if concurrency == 1 else max(1, min(args.rounds, requests // (BLOCK * concurrency)))
+            results[concurrency] = await level(
+                sessions, targets, vllm_pid, args.threads_bind, concurrency, requests, rounds
+            )
             print(table(concurrency, requests, rounds, results[concurrency]), flush=True)
     finally:
         for session in sessions.values():
@@ -442,11 +468,11 @@ def default_threads_bind() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32, 128])
-    parser.add_argument("--requests", type=int, default=800, help="requests per target at concurrency > 1")
+    parser.add_argument("--requests", type=int, default=3200, help="requests per target at concurrency > 1")
     parser.add_argument(
         "--requests-c1", type=int, default=800, help="requests per target at concurrency 1 (the p50s it compares)"
     )
-    parser.add_argument("--rounds", type=int, default=8, help="blocks per target above concurrency 1 (>= 2c each)")
+    parser.add_argument("--rounds", type=int, default=8, help="blocks per target above concurrency 1 (>= 8c each)")
     parser.add_argument("--model", choices=["adapter", "base"], default="adapter", help="what every request asks")
     parser.add_argument("--max-num-seqs", type=int, default=128)
     parser.add_argument("--threads-bind", default=default_threads_bind(), help="VLLM_CPU_OMP_THREADS_BIND")

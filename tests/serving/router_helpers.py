@@ -10,10 +10,12 @@ from typing import Any
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from loraplane.api.artifact import RESULT_FILE
 from loraplane.serving.router import AdapterVersion, PublicModel, RouterSettings, ServerRoute, create_app
+from loraplane.serving.router.server import uvicorn_config
 from loraplane.serving.router.state import RouterState
 from tests.kube_harness import free_port, poll
 from tests.serving.fixtures import BASE_NAME
@@ -38,8 +40,8 @@ def route(replicas: list[str], adapters: Mapping[str, Path]) -> ServerRoute:
 
 
 class Router:
-    def __init__(self, url: str, server: uvicorn.Server) -> None:
-        self.url, self.server = url, server
+    def __init__(self, url: str, server: uvicorn.Server, app: FastAPI) -> None:
+        self.url, self.server, self.app = url, server, app
         self.http = httpx.Client(base_url=url, timeout=120)
 
     def chat(
@@ -79,7 +81,7 @@ class Router:
     @property
     def state(self) -> RouterState:
         """The live state (in-process only): what tests inspect that no endpoint shows, e.g. requests in flight."""
-        state: RouterState = self.server.config.app.state.holder["state"]
+        state: RouterState = self.app.state.holder["state"]
         return state
 
     def metric(self, name: str, **labels: str) -> float:
@@ -107,14 +109,13 @@ def running_router(routes: Mapping[str, ServerRoute] | None = None, **settings: 
         admin_key=ADMIN_KEY,
         **{"reconcile_interval_s": 1.0, "drain_timeout_s": 30, **settings},
     )
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(config, routes), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
+    app = create_app(config, routes)
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
     poll("router up", lambda: server.started, timeout=30)
-    router = Router(url, server)
+    router = Router(url, server, app)
     try:
         yield router
     finally:

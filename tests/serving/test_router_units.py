@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from loraplane.serving.router import auth, sse
-from loraplane.serving.router.errors import RouterError
+from loraplane.serving.router.errors import RouterError, new_request_id
 from loraplane.serving.router.request import parse
 from loraplane.serving.router.routing import SpreadPoints, choose_version, pick_point, rank_replicas, sticky_point
 from loraplane.serving.router.table import AdapterVersion, PublicModel, ServerRoute, conflict, index
@@ -122,3 +122,9 @@ def test_stream_events_are_cut_whole_and_only_the_final_usage_counts() -> None:
     assert sse.split_events(b'data: {"choices":[]') == ([], b'data: {"choices":[]')
     assert sse.wants_usage({"stream_options": {"include_usage": True}})
     assert not sse.wants_usage({"stream_options": {"include_usage": False}}) and not sse.wants_usage({})
+
+
+def test_request_ids_are_32_hex_digits_and_never_repeat() -> None:
+    ids = [new_request_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(rid) == 32 and int(rid, 16) >= 0 for rid in ids)

@@ -1,4 +1,4 @@
-"""`python -m loraplane.serving.router`: run the router with uvicorn (settings from LORAPLANE_ROUTER_*)."""
+"""`python -m loraplane.serving.router`: run the router (settings from LORAPLANE_ROUTER_*)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 import uvicorn
 
 from loraplane.serving.router import RouterSettings, create_app
+from loraplane.serving.router.server import uvicorn_config
 
 
 def main() -> int:
@@ -16,17 +17,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format=fmt, stream=sys.stderr)
     if not settings.access_log:
         logging.getLogger("loraplane.router.access").setLevel(logging.WARNING)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
-        proxy_headers=False,  # nothing reads the client address; saves a middleware hop per request
-        server_header=False,
-    )
+    uvicorn.Server(uvicorn_config(create_app(settings), settings.host, settings.port)).run()
     return 0
 
 

@@ -242,6 +242,13 @@ class UpstreamClient:
         self.connect_timeout = connect_timeout
         self._pools: dict[str, list[_Connection]] = {}
         self._hosts: dict[str, tuple[str, int, str]] = {}  # base URL -> host, port, Host header
+        self._loop: asyncio.AbstractEventLoop | None = None  # the pools' loop, known from the first call
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop, looked up once: on Python 3.11 every get_running_loop() is a getpid() system call."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     def _origin(self, url: str) -> tuple[str, int, str]:
         origin = self._hosts.get(url)
@@ -255,7 +262,7 @@ class UpstreamClient:
 
     async def _connect(self, url: str, pool: list[_Connection]) -> _Connection:
         host, port, _ = self._origin(url)
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, conn = await loop.create_connection(lambda: _Connection(pool, loop), host, port)
@@ -281,8 +288,7 @@ class UpstreamClient:
         """
         _, _, host = self._origin(url)
         pool = self._pools.setdefault(url, [])
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + total if total is not None else None
+        deadline = self._running_loop().time() + total if total is not None else None
         request = (
             f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nX-Request-Id: {request_id}\r\n\r\n"
