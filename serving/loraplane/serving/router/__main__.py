@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 
@@ -17,7 +18,13 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format=fmt, stream=sys.stderr)
     if not settings.access_log:
         logging.getLogger("loraplane.router.access").setLevel(logging.WARNING)
-    uvicorn.Server(uvicorn_config(create_app(settings), settings.host, settings.port)).run()
+    app = create_app(settings)
+    # Startup's objects (modules, the app, schemas: ~65k) leave the garbage collector's view, so a full
+    # collection under load no longer walks them: the worst pause fell from 27 to 2.5 ms (a 26 ms stall of
+    # every request in flight otherwise).
+    gc.collect()
+    gc.freeze()
+    uvicorn.Server(uvicorn_config(app, settings.host, settings.port)).run()
     return 0
 
 
