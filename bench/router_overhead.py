@@ -229,10 +229,20 @@ class Stats:
 
     @property
     def rps(self) -> float:
-        return len(self.latencies) / self.seconds if self.seconds > 0 else math.nan
+        return share(len(self.latencies), self.seconds)
 
     def cpu_ms(self, who: str) -> float:
         return self.cpu.get(who, math.nan) * 1000
+
+
+def share(part: float, whole: float) -> float:
+    """part / whole; nan when there is no whole (nothing measured)."""
+    return part / whole if whole > 0 else math.nan
+
+
+def cell(value: float, spec: str, width: int) -> str:
+    """A table cell: `value` formatted by `spec`, or "-" when it is unknown (nan)."""
+    return f"{'-' if math.isnan(value) else format(value, spec):>{width}}"
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -279,7 +289,7 @@ async def block(
     if stats is not None:
         stats.latencies += latencies
         stats.seconds += wall
-        stats.block_rps.append(len(latencies) / wall if wall > 0 else math.nan)
+        stats.block_rps.append(share(len(latencies), wall))
         stats.errors += len(errors)
         if errors:
             stats.last_error = errors[-1]
@@ -335,8 +345,7 @@ async def level(
         s, recorded = stats[target.name], requests
         vllm_s, client_s, busy_s, all_s, engine_busy_s, engine_all_s = shared[target.name]
         s.cpu = {"vllm": vllm_s / recorded, "client": client_s / recorded, "machine": busy_s / recorded}
-        s.busy = busy_s / all_s if all_s > 0 else math.nan
-        s.engine_busy = engine_busy_s / engine_all_s if engine_all_s > 0 else math.nan
+        s.busy, s.engine_busy = share(busy_s, all_s), share(engine_busy_s, engine_all_s)
         if target.name in proxy_start:
             s.cpu["proxy"] = (cpu_seconds(target.proxy_pid) - proxy_start[target.name]) / sent[target.name]
     return stats
@@ -364,7 +373,7 @@ def table(concurrency: int, requests: int, rounds: int, stats: dict[str, Stats])
             else f"{p50 - direct.percentile_ms(50):>8.2f} {p99 - direct.percentile_ms(99):>8.2f}"
         )
         cpu = " ".join(
-            f"{'-' if math.isnan(ms) else f'{ms:.2f}':>{width}}"
+            cell(ms, ".2f", width)
             for ms, width in (
                 (s.cpu_ms("vllm"), 5),
                 (s.cpu_ms("proxy"), 5),
@@ -372,10 +381,7 @@ def table(concurrency: int, requests: int, rounds: int, stats: dict[str, Stats])
                 (s.cpu_ms("machine"), 7),
             )
         )
-        cpu += "       " + " ".join(
-            f"{'-' if math.isnan(share) else f'{share:.0%}':>{width}}"
-            for share, width in ((s.busy, 4), (s.engine_busy, 6))
-        )
+        cpu += "       " + " ".join(cell(busy, ".0%", width) for busy, width in ((s.busy, 4), (s.engine_busy, 6)))
         lines.append(f"  {name:<8} {p50:>8.2f} {p99:>8.2f} {s.rps:>8.1f} {s.errors:>6} {added}{' ' * 14}{cpu}")
     for name, s in stats.items():
         if s.errors:

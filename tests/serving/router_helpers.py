@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loraplane.api.artifact import RESULT_FILE
 from loraplane.serving.router import AdapterVersion, PublicModel, RouterSettings, ServerRoute, create_app
-from loraplane.serving.router.server import uvicorn_config
+from loraplane.serving.router.server import router_server
 from loraplane.serving.router.state import RouterState
 from tests.kube_harness import free_port, poll
 from tests.serving.fixtures import BASE_NAME
@@ -110,7 +110,7 @@ def running_router(routes: Mapping[str, ServerRoute] | None = None, **settings: 
         **{"reconcile_interval_s": 1.0, "drain_timeout_s": 30, **settings},
     )
     app = create_app(config, routes)
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port))
+    server = router_server(app, "127.0.0.1", port)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

@@ -163,16 +163,14 @@ class LocalServer:
         return f"http://{self.host}:{self.port}/v1"
 
     def __enter__(self) -> LocalServer:
-        import uvicorn
-
-        from loraplane.serving.router.server import uvicorn_config
+        from loraplane.serving.router.server import router_server
 
         try:
             with self.console.status(f"starting vLLM (CPU) on {self.plan.base_name}; log {self.vllm.log_path}"):
                 self.vllm.start()
             route = ServerRoute(base_model=self.plan.base_name, replicas=[self.vllm.url], adapters=self.plan.models)
             app = create_app(RouterSettings(host=self.host, port=self.port), routes={SERVER_NAME: route})
-            self._server = uvicorn.Server(uvicorn_config(app, self.host, self.port))
+            self._server = router_server(app, self.host, self.port)
             self._thread = threading.Thread(target=self._server.run, name="router", daemon=True)
             self._thread.start()
             with self.console.status("loading the adapters (checked against their result.json first)"):

@@ -6,10 +6,8 @@ import gc
 import logging
 import sys
 
-import uvicorn
-
 from loraplane.serving.router import RouterSettings, create_app
-from loraplane.serving.router.server import uvicorn_config
+from loraplane.serving.router.server import router_server
 
 
 def main() -> int:
@@ -24,7 +22,7 @@ def main() -> int:
     # every request in flight otherwise).
     gc.collect()
     gc.freeze()
-    uvicorn.Server(uvicorn_config(app, settings.host, settings.port)).run()
+    router_server(app, settings.host, settings.port).run()
     return 0
 
 

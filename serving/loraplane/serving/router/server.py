@@ -7,7 +7,7 @@ is scheduled for later: a body write, the response's completion (a HEAD answer h
 connection each send what is held. "100 Continue" is not a head and goes out at once. A stream's head waits
 for its first event, which the proxy has in hand when it starts the answer.
 
-`uvicorn_config` is the one place the server is configured: `python -m loraplane.serving.router`, local
+`router_server` is the one place the server is configured: `python -m loraplane.serving.router`, local
 mode and the tests all use it.
 """
 
@@ -73,9 +73,9 @@ class HttpProtocol(HttpToolsProtocol):
         super().on_response_complete()
 
 
-def uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
-    """The router's uvicorn settings; its own log lines are the router's (JSON access log), not uvicorn's."""
-    return uvicorn.Config(
+def router_server(app: Any, host: str, port: int) -> uvicorn.Server:
+    """uvicorn serving `app` the router's way; the log lines are the router's (JSON access log), not uvicorn's."""
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -88,3 +88,4 @@ def uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
         proxy_headers=False,  # nothing reads the client address; saves a middleware hop per request
         server_header=False,
     )
+    return uvicorn.Server(config)
