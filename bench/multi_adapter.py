@@ -147,7 +147,6 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--max-num-seqs", type=int, default=CPU_MAX_NUM_SEQS)
-    parser.add_argument("--threads-bind", default="0-1", help="VLLM_CPU_OMP_THREADS_BIND")
     parser.add_argument("--tiny", action="store_true", help="the tiny random Llama instead of SmolLM2")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
@@ -170,7 +169,7 @@ def main() -> None:
         launch = build_args(
             ServedModel(path=str(base), name="base"),
             spec,
-            cpu_profile(threads_bind=args.threads_bind, kvcache_space_gib=1, max_num_seqs=args.max_num_seqs),
+            cpu_profile(kvcache_space_gib=1, max_num_seqs=args.max_num_seqs),
             port=args.port or free_port(),
             python=sys.executable,
         )

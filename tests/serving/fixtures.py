@@ -98,7 +98,7 @@ def tiny_replica(base: Path, log_path: Path) -> VllmProcess:
     launch = build_args(
         ServedModel(path=str(base), name=BASE_NAME),
         PAIR_SPEC,
-        cpu_profile(threads_bind="auto", kvcache_space_gib=1),
+        cpu_profile(kvcache_space_gib=1),
         port=free_port(),
         python=__import__("sys").executable,
     )

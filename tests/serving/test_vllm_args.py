@@ -68,7 +68,7 @@ def test_cpu_profile_env_and_loopback() -> None:
     launch = build_args(
         ServedModel(path="/tmp/tiny"),
         VllmSpec(dtype="float32", gpu_memory_utilization=0.05),
-        cpu_profile(threads_bind="0-1", kvcache_space_gib=2),
+        cpu_profile(kvcache_space_gib=2),
         port=8123,
         python="/venv/bin/python",
     )
@@ -78,7 +78,6 @@ def test_cpu_profile_env_and_loopback() -> None:
         "VLLM_HOST_IP": "127.0.0.1",
         "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
         "VLLM_CPU_KVCACHE_SPACE": "2",
-        "VLLM_CPU_OMP_THREADS_BIND": "0-1",
     }
     argv = list(launch.argv)
     assert argv[:3] == ["/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server"]

@@ -43,9 +43,11 @@ class Profile:
     kind: Kind
     max_num_seqs: int | None = None  # --max-num-seqs (None = vLLM's default)
     kvcache_space_gib: int = 1  # CPU only: VLLM_CPU_KVCACHE_SPACE
-    omp_threads_bind: str = "auto"  # CPU only: VLLM_CPU_OMP_THREADS_BIND, e.g. "0-1"
     host_ip: str | None = None  # VLLM_HOST_IP
-    multiprocessing: bool = True  # VLLM_ENABLE_V1_MULTIPROCESSING
+    # VLLM_ENABLE_V1_MULTIPROCESSING. Off on CPU: the model runs inside the engine process (vLLM's uni-process
+    # executor), not in one more worker process. vLLM's OpenMP CPU binding (VLLM_CPU_OMP_THREADS_BIND) exists
+    # only for that worker process, so the CPU profile sets none; vLLM serves with one torch thread either way.
+    multiprocessing: bool = True
     # Seconds vLLM drains in-flight requests after SIGTERM (--shutdown-timeout). The CRD's default image
     # (vllm-openai v0.11) predates the flag, so the GPU profile leaves it out and relies on preStop + grace.
     shutdown_timeout: int | None = None
@@ -58,15 +60,12 @@ class Profile:
 CPU_MAX_NUM_SEQS = 32
 
 
-def cpu_profile(
-    *, threads_bind: str = "auto", kvcache_space_gib: int = 1, max_num_seqs: int | None = CPU_MAX_NUM_SEQS
-) -> Profile:
+def cpu_profile(*, kvcache_space_gib: int = 1, max_num_seqs: int | None = CPU_MAX_NUM_SEQS) -> Profile:
     """Local mode and tests: one process, loopback only, a bounded KV cache in RAM, the batch size tuned for LoRA."""
     return Profile(
         kind="cpu",
         max_num_seqs=max_num_seqs,
         kvcache_space_gib=kvcache_space_gib,
-        omp_threads_bind=threads_bind,
         host_ip="127.0.0.1",
         multiprocessing=False,
         shutdown_timeout=10,
@@ -185,7 +184,6 @@ def build_args(
         env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     if profile.kind == "cpu":
         env["VLLM_CPU_KVCACHE_SPACE"] = str(profile.kvcache_space_gib)
-        env["VLLM_CPU_OMP_THREADS_BIND"] = profile.omp_threads_bind
 
     return VllmLaunch(
         argv=argv,
