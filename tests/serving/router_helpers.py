@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -85,12 +86,13 @@ class Router:
         return state
 
     def metric(self, name: str, **labels: str) -> float:
-        """One sample of the router's /metrics (0 when it has not been recorded yet)."""
-        for family in text_string_to_metric_families(self.http.get("/metrics").text):
-            for sample in family.samples:
-                if sample.name == name and sample.labels == labels:
-                    return float(sample.value)
-        return 0.0
+        """The router's /metrics samples `name` with these labels (others any: summed), 0 when none was recorded."""
+        return math.fsum(
+            sample.value
+            for family in text_string_to_metric_families(self.http.get("/metrics").text)
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        )
 
     def status(self, name: str) -> dict[str, Any]:
         resp = self.admin("GET", f"/{name}")

@@ -287,8 +287,8 @@ def test_error_paths_answer_in_openai_shape(
         assert error(router.put("other", clash), 409)["code"] == "conflict"
         assert router.http.get("/healthz").status_code == 200 and router.http.get("/readyz").status_code == 200
         metrics = router.http.get("/metrics").text
-        assert 'loraplane_router_requests_total{model="alpha",status="200"}' in metrics
-        assert 'loraplane_router_requests_total{model="-",status="401"}' in metrics
+        assert 'loraplane_router_requests_total{model="alpha",status="200",version="alpha"}' in metrics
+        assert 'loraplane_router_requests_total{model="-",status="401",version="-"}' in metrics
 
     with running_router({"tiny": route([r.url for r in replicas_up], tiny_adapters)}, request_timeout_s=0.02) as slow:
         poll("replicas observed", lambda: slow.http.get("/readyz").status_code == 200, timeout=60)

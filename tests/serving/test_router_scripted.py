@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -274,7 +275,7 @@ def test_a_chunked_body_over_the_limit_and_no_healthy_replica(tmp_path: Path) ->
 
 
 def test_a_user_stays_on_one_version_of_a_canary(tmp_path: Path) -> None:
-    """The body's `user` field keeps a user on one version, as the session header does."""
+    """The body's `user` field keeps a user on one version, as the session header does; metrics tell versions apart."""
     replica = ScriptedReplica("a")
     versions = []
     for name in ("v1", "v2"):
@@ -286,8 +287,26 @@ def test_a_user_stays_on_one_version_of_a_canary(tmp_path: Path) -> None:
         poll(
             "medical routable", lambda: router.http.post(CHAT, json=chat_body("medical")).status_code == 200, timeout=30
         )
+
+        def counted() -> dict[str, tuple[float, float]]:  # per version: 200s, latency observations
+            return {
+                v: (
+                    router.metric("loraplane_router_requests_total", model="medical", version=v, status="200"),
+                    router.metric("loraplane_router_request_seconds_count", model="medical", version=v),
+                )
+                for v in ("v1", "v2")
+            }
+
+        before = counted()
+        answered: Counter[str] = Counter()
         for user in ("u-1", "u-2", "u-3", "u-4"):
-            seen = {router.http.post(CHAT, json=chat_body("medical", user=user)).json()["model"] for _ in range(8)}
-            assert len(seen) == 1, f"user {user} moved between versions: {seen}"
-        anonymous = {router.http.post(CHAT, json=chat_body("medical")).json()["model"] for _ in range(8)}
-        assert anonymous == {"v1", "v2"}, "without a user the split is by weight"
+            seen = [router.http.post(CHAT, json=chat_body("medical", user=user)).json()["model"] for _ in range(8)]
+            assert len(set(seen)) == 1, f"user {user} moved between versions: {seen}"
+            answered.update(seen)
+        anonymous = [router.http.post(CHAT, json=chat_body("medical")).json()["model"] for _ in range(8)]
+        assert set(anonymous) == {"v1", "v2"}, "without a user the split is by weight"
+        answered.update(anonymous)
+        after = counted()
+        for v in ("v1", "v2"):
+            grew = tuple(a - b for a, b in zip(after[v], before[v], strict=True))
+            assert grew == (answered[v], answered[v]), f"{v}: metrics {grew}, answers {answered[v]}"

@@ -1,4 +1,7 @@
-"""Prometheus metrics per public model, in a registry of the app's own (several apps can share a process).
+"""Prometheus metrics per public model and version, in a registry of the app's own (several apps can share a process).
+
+`model` is the public name a client asks for; `version` is what vLLM was asked for: the adapter version
+(the two sides of a canary apart) or the base model, "-" before that was known (a request refused early).
 
 The request path records through the methods below, which keep each labelled child once it exists
 (`labels()` takes a lock and builds a key on every call, a few microseconds the router pays per request).
@@ -21,36 +24,42 @@ class RouterMetrics:
     def __post_init__(self) -> None:
         r = self.registry
         self.requests = Counter(
-            "loraplane_router_requests", "Requests by public model and HTTP status.", ["model", "status"], registry=r
+            "loraplane_router_requests",
+            "Requests by public model, version and HTTP status.",
+            ["model", "version", "status"],
+            registry=r,
         )
         self.errors = Counter(
             "loraplane_router_upstream_errors",
-            "Upstream failures (connection, 5xx, timeout) by public model and kind.",
-            ["model", "kind"],
+            "Upstream failures (connection, 5xx, timeout) by public model, version and kind.",
+            ["model", "version", "kind"],
             registry=r,
         )
         self.retries = Counter(
             "loraplane_router_retries",
             "Requests retried on another replica before the first byte.",
-            ["model"],
+            ["model", "version"],
             registry=r,
         )
         self.latency = Histogram(
             "loraplane_router_request_seconds",
             "Request latency through the router.",
-            ["model"],
+            ["model", "version"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.ttft = Histogram(
             "loraplane_router_time_to_first_token_seconds",
             "Time to the first response byte from the model server (streaming: first chunk).",
-            ["model"],
+            ["model", "version"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.tokens = Counter(
-            "loraplane_router_tokens", "Tokens reported by vLLM's usage, by kind.", ["model", "kind"], registry=r
+            "loraplane_router_tokens",
+            "Tokens reported by vLLM's usage, by kind.",
+            ["model", "version", "kind"],
+            registry=r,
         )
 
         self._children: dict[tuple[Any, ...], Any] = {}
@@ -62,19 +71,19 @@ class RouterMetrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    def request(self, model: str, status: int | str, seconds: float | None, ttft: float | None) -> None:
+    def request(self, model: str, version: str, status: int | str, seconds: float | None, ttft: float | None) -> None:
         """One finished request: its status, and for a known model its latency (and time to first token)."""
-        self._child(self.requests, model, str(status)).inc()
+        self._child(self.requests, model, version, str(status)).inc()
         if seconds is not None:
-            self._child(self.latency, model).observe(seconds)
+            self._child(self.latency, model, version).observe(seconds)
             if ttft is not None:
-                self._child(self.ttft, model).observe(ttft)
+                self._child(self.ttft, model, version).observe(ttft)
 
-    def error(self, model: str, kind: str) -> None:
-        self._child(self.errors, model, kind).inc()
+    def error(self, model: str, version: str, kind: str) -> None:
+        self._child(self.errors, model, version, kind).inc()
 
-    def retry(self, model: str) -> None:
-        self._child(self.retries, model).inc()
+    def retry(self, model: str, version: str) -> None:
+        self._child(self.retries, model, version).inc()
 
-    def token_count(self, model: str, kind: str, count: int) -> None:
-        self._child(self.tokens, model, kind).inc(count)
+    def token_count(self, model: str, version: str, kind: str, count: int) -> None:
+        self._child(self.tokens, model, version, kind).inc(count)

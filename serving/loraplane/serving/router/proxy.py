@@ -139,7 +139,7 @@ class Proxy:
                 raise unavailable(f"No healthy replica holds {what} yet; retry shortly.", self.settings.retry_after_s)
             replica = ranked[0]
             if tried:
-                self.metrics.retry(label)
+                self.metrics.retry(label, version)
             tried.add(replica)
             state.acquire(replica, version)
             handed_over = False
@@ -149,10 +149,10 @@ class Proxy:
                         replica, UPSTREAM_PATHS[call.endpoint], call.payload, call.rid, **self.budgets[call.stream]
                     )
                 except UpstreamTimeout as exc:  # connected, but no answer within the budget
-                    self.metrics.error(label, "timeout")
+                    self.metrics.error(label, version, "timeout")
                     raise upstream_timeout(self.settings.request_timeout_s) from exc
                 except UpstreamError:  # not reachable, or gone before answering: another replica may answer
-                    self.metrics.error(label, "connect")
+                    self.metrics.error(label, version, "connect")
                     state.replica_failed(replica)
                     continue
                 try:
@@ -161,7 +161,7 @@ class Proxy:
                         if resp.status == 404:
                             state.not_loaded(replica, version)
                         else:
-                            self.metrics.error(label, "5xx")
+                            self.metrics.error(label, version, "5xx")
                         last = (resp.status, content, resp.content_type)
                         continue
                     if call.stream and resp.status == 200:
@@ -176,10 +176,10 @@ class Proxy:
                         )
                     content = await resp.read()
                 except UpstreamTimeout as exc:
-                    self.metrics.error(label, "timeout")
+                    self.metrics.error(label, version, "timeout")
                     raise upstream_timeout(self.settings.request_timeout_s) from exc
                 except UpstreamError:  # the replica went away before answering: nothing was sent yet
-                    self.metrics.error(label, "disconnect")
+                    self.metrics.error(label, version, "disconnect")
                     state.replica_failed(replica)
                     continue
                 finally:
@@ -189,7 +189,7 @@ class Proxy:
                 if not handed_over:
                     state.release(replica, version)
             if resp.status == 200:
-                self._count_tokens(label, content)
+                self._count_tokens(call, content)
             self._done(call, replica, resp.status, None, None)
             return Response(
                 content, resp.status, media_type=resp.content_type or None, headers={"x-request-id": call.rid}
@@ -214,7 +214,7 @@ class Proxy:
                 yield rest
         except UpstreamError as exc:
             outcome = "stream_error"
-            self.metrics.error(call.label, "stream")
+            self.metrics.error(call.label, call.version, "stream")
             access_log.warning("stream from %s broke after the first byte: %s", replica, exc)
         finally:
             resp.release()
@@ -226,30 +226,31 @@ class Proxy:
         usage = sse.final_usage(event)
         if usage is None:
             return False
-        self._add_usage(call.label, usage)
+        self._add_usage(call, usage)
         return call.strip_usage
 
-    def _count_tokens(self, label: str, content: bytes) -> None:
+    def _count_tokens(self, call: Call, content: bytes) -> None:
         try:
             usage = orjson.loads(content).get("usage") or {}
         except (ValueError, AttributeError):
             return
-        self._add_usage(label, usage)
+        self._add_usage(call, usage)
 
-    def _add_usage(self, label: str, usage: dict[str, Any]) -> None:
+    def _add_usage(self, call: Call, usage: dict[str, Any]) -> None:
         for kind in ("prompt_tokens", "completion_tokens"):
             value = usage.get(kind)
             if isinstance(value, int) and value > 0:
-                self.metrics.token_count(label, kind.removesuffix("_tokens"), value)
+                self.metrics.token_count(call.label, call.version, kind.removesuffix("_tokens"), value)
 
     def _done(self, call: Call, replica: str | None, status: int | str, ttft: float | None, error: str | None) -> None:
         elapsed = time.perf_counter() - call.start
-        label = call.label
+        label, version = call.label, call.version or "-"
         if label == "-":
-            self.metrics.request(label, status, None, None)
+            self.metrics.request(label, version, status, None, None)
         else:
             answered = isinstance(status, int) and status < 400
-            self.metrics.request(label, status, elapsed, (ttft if ttft is not None else elapsed) if answered else None)
+            ttft = (ttft if ttft is not None else elapsed) if answered else None
+            self.metrics.request(label, version, status, elapsed, ttft)
         if access_log.isEnabledFor(logging.INFO):
             record = {
                 "request_id": call.rid,
