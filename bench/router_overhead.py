@@ -16,7 +16,8 @@ Every request is the same chat completion (short prompt, max_tokens=1, temperatu
 (--model base: the base model). The load generator is one asyncio aiohttp client (keep-alive, one
 connection pool per target); at each concurrency c, c workers share N requests per target. Latency is per
 request, from sending to the last byte of the answer; req/s is successful requests over wall time. At each
-concurrency every target gets a warm-up, then the targets take turns, the order rotating each round, so
+concurrency every target gets a warm-up, then the targets take turns, the order changing each round
+(`round_order`: direct and router always back to back, the two in turn first, LiteLLM before or after them), so
 drift from other load on the machine hits all alike: at concurrency 1 request by request, above it in
 blocks of at least 8c requests, so the ramp-up and the tail of a block (fewer than c in flight) weigh
 little (each block after an unrecorded burst that re-opens its connections). The load generator and the
@@ -319,7 +320,7 @@ async def level(
     requests: int,
     rounds: int,
 ) -> dict[str, Stats]:
-    """One concurrency: warm-up, then `rounds` rounds of one block per target, the order rotating.
+    """One concurrency: warm-up, then `rounds` rounds of one block per target, in `round_order`.
 
     CPU per request: vLLM's and the client's over the recorded blocks; a proxy's over the whole phase after
     the warm-up (it serves only its own target, and at concurrency 1 finishes a request after the answer
@@ -333,8 +334,7 @@ async def level(
     sent = dict.fromkeys(shared, 0)
     per_block = [requests // rounds + (1 if i < requests % rounds else 0) for i in range(rounds)]
     for round_, n in enumerate(per_block):
-        shift = round_ % len(targets)
-        for target in targets[shift:] + targets[:shift]:
+        for target in round_order(targets, round_):
             session = sessions[target.name]
             if concurrency > 1:  # (re)open the connections the server side closed while the others ran
                 await block(session, target, concurrency, concurrency, None)
@@ -354,6 +354,17 @@ async def level(
         if target.name in proxy_start:
             s.cpu["proxy"] = (cpu_seconds(target.proxy_pid) - proxy_start[target.name]) / sent[target.name]
     return stats
+
+
+def round_order(targets: list[Target], round_: int) -> list[Target]:
+    """Round `round_`'s order: the first two (direct, router) back to back, first in turn; the rest before or after.
+
+    Round by round for [direct, router, litellm]: d r l, r d l, l d r, l r d, then again.
+    """
+    pair, rest = targets[:2], targets[2:]
+    if round_ % 2:
+        pair.reverse()
+    return pair + rest if round_ // 2 % 2 == 0 else rest + pair
 
 
 def throughput_ratio(stats: dict[str, Stats], name: str) -> tuple[float, float, list[float]]:
