@@ -76,7 +76,7 @@ class VllmProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **self.launch.env},
-                start_new_session=True,  # its own process group: stop() reaches every child
+                start_new_session=True,  # its own process group: kill() and stop()'s fallback reach every child
                 # the kernel's parent-death signal follows the spawning *thread*: only tie it to the main thread
                 preexec_fn=_die_with_parent if threading.current_thread() is threading.main_thread() else None,
             )
@@ -106,18 +106,27 @@ class VllmProcess:
         self.wait_ready()
 
     def stop(self, grace: float = 20.0) -> int | None:
-        """SIGTERM, wait up to `grace` seconds, then SIGKILL; returns the exit code (None if never started)."""
+        """SIGTERM, wait up to `grace` seconds, then SIGKILL; returns the exit code (None if never started).
+
+        SIGTERM goes to the API server alone, as Kubernetes sends it to a container's first process: vLLM
+        then drains its answers in flight (--shutdown-timeout) and stops its engine itself. Sent to the
+        whole process group, the engine got a second SIGTERM of its own while the API server was stopping
+        it, and in one of three tries it stopped stepping: the answer in flight stalled until vLLM killed
+        its engine at the end of the drain timeout (tests/serving/test_vllm_shutdown.py).
+        """
         proc = self._proc
         if proc is None:
             return None
         if proc.poll() is None:
-            self._signal(signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 logger.warning("vLLM pid %s ignored SIGTERM for %ss; killing it", proc.pid, grace)
                 self._signal(signal.SIGKILL)
                 proc.wait(timeout=30)
+        self._signal(signal.SIGKILL)  # whatever of its group outlived it
         return proc.returncode
 
     def kill(self) -> int | None:
