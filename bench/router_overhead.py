@@ -348,8 +348,8 @@ async def level(
     for target in targets:
         s, recorded = stats[target.name], requests
         api_s, engine_s, client_s, busy_s, all_s = shared[target.name]
-        s.cpu = {"api": api_s, "engine": engine_s, "client": client_s, "machine": busy_s}
-        s.cpu = {who: seconds / recorded for who, seconds in s.cpu.items()}
+        s.cpu = {"api": api_s / recorded, "engine": engine_s / recorded, "client": client_s / recorded}
+        s.cpu["machine"] = busy_s / recorded
         s.busy = share(busy_s, all_s)
         if target.name in proxy_start:
             s.cpu["proxy"] = (cpu_seconds(target.proxy_pid) - proxy_start[target.name]) / sent[target.name]

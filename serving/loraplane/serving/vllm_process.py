@@ -118,15 +118,13 @@ class VllmProcess:
         if proc is None:
             return None
         if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)  # a process already gone is not an error (Popen checks)
             try:
                 proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 logger.warning("vLLM pid %s ignored SIGTERM for %ss; killing it", proc.pid, grace)
-                self._signal(signal.SIGKILL)
-                proc.wait(timeout=30)
-        self._signal(signal.SIGKILL)  # whatever of its group outlived it
+        self._signal(signal.SIGKILL)  # all of its group if it ignored SIGTERM, else whatever outlived it
+        proc.wait(timeout=30)
         return proc.returncode
 
     def kill(self) -> int | None:
