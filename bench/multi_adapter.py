@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import sys
 import tempfile
@@ -31,8 +30,9 @@ import aiohttp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `tests.trainer.tiny` for --tiny
 
-from loraplane.api.artifact import RESULT_FILE, adapter_digest, file_digests  # noqa: E402
+from loraplane.api.artifact import describe_adapter  # noqa: E402
 from loraplane.api.modelserver import VllmSpec  # noqa: E402
+from loraplane.api.result import TrainingResult  # noqa: E402
 from loraplane.serving.adapter_manager import AdapterManager, DesiredAdapter, NoRouting  # noqa: E402
 from loraplane.serving.vllm_args import CPU_MAX_NUM_SEQS, ServedModel, build_args, cpu_profile  # noqa: E402
 from loraplane.serving.vllm_client import VllmClient  # noqa: E402
@@ -77,9 +77,7 @@ def make_adapters(base: Path, root: Path, count: int) -> dict[str, Path]:
         )
         dest = root / f"bench-{i}"
         get_peft_model(model, config).save_pretrained(str(dest))
-        files = file_digests(dest)
-        result = {"adapter": {"files": files, "sha256": adapter_digest(files)}}
-        (dest / RESULT_FILE).write_text(json.dumps(result))
+        TrainingResult(ok=True, code=0, reason="Succeeded", adapter=describe_adapter(dest)).write(dest)
         out[f"bench-{i}"] = dest
     return out
 

@@ -17,7 +17,6 @@ Last line: `rollout_latency p50_s=<f> p99_s=<f>`. Target: p99 <= 10 s.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -180,7 +179,7 @@ def main() -> None:
             watch = SucceededWatch(cluster, namespace, name)
             answers = FirstAnswer(router.url, "medical", version)
             try:
-                kube.finish_pod(pod, 0, json.dumps(summary(sha)))
+                kube.finish_pod(pod, 0, summary(sha))
 
                 def done(w: SucceededWatch = watch, a: FirstAnswer = answers) -> bool:
                     return w.at is not None and a.at is not None

@@ -76,8 +76,8 @@ sys.path.insert(0, str(REPO))  # `tests.*`: the tiny Llama, adapters, free ports
 
 from tests.kube_harness import free_port  # noqa: E402
 
-from loraplane.api.artifact import RESULT_FILE  # noqa: E402
 from loraplane.api.modelserver import VllmSpec  # noqa: E402
+from loraplane.api.result import TrainingResult  # noqa: E402
 from loraplane.serving.router import AdapterVersion, PublicModel, ServerRoute  # noqa: E402
 from loraplane.serving.vllm_args import ServedModel, build_args, cpu_profile  # noqa: E402
 from loraplane.serving.vllm_process import VllmProcess  # noqa: E402
@@ -433,7 +433,9 @@ def tiny_base(work: Path) -> Path:
 
 
 def router_service(args: argparse.Namespace, work: Path, vllm_url: str, adapter: Path) -> Service:
-    sha = json.loads((adapter / RESULT_FILE).read_text())["adapter"]["sha256"]
+    result = TrainingResult.read(adapter)
+    assert result is not None and result.adapter is not None, f"{adapter} has no result.json"
+    sha = result.adapter.sha256
     route = ServerRoute(
         base_model=BASE,
         replicas=[vllm_url],

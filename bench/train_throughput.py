@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from loraplane.api.result import TrainingResult
+
 REPO = Path(__file__).resolve().parents[1]
 MAX_LENGTH = 1024
 BATCH = 12
@@ -72,8 +74,10 @@ def run_ours(spec_path: Path, out_dir: Path) -> float:
     )
     if proc.returncode != 0:
         sys.exit(f"our trainer failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    result = json.loads((out_dir / "result.json").read_text())
-    return float(result["metrics"]["tokens_per_second"])
+    result = TrainingResult.read(out_dir)
+    if result is None:
+        sys.exit(f"our trainer wrote no result.json in {out_dir}")
+    return float(result.metrics["tokens_per_second"])
 
 
 def run_seed(spec: Any, model_path: Path, train_rows: list[dict[str, list[int]]], pad_id: int, out_dir: Path) -> float:

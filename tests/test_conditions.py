@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from loraplane.api.conditions import get_condition, set_condition
 from loraplane.api.lora_rules import Problem
-from loraplane.operator.conditions import get_condition, set_condition
 from loraplane.operator.status import finetunejob_admission_status, status_patch
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"

@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from loraplane.api.artifact import RESULT_FILE
+from loraplane.api.result import RESULT_FILE, AdapterFiles, Evaluation, ResultSummary
 from tests.kube_harness import Cluster, OperatorProcess, free_port, poll
 from tests.operator.conftest import Kube, ftj
 
@@ -164,22 +164,16 @@ def pinned(public: str, job: str, namespace: str | None = None) -> dict[str, Any
     return {"name": public, "source": source}
 
 
-def summary(sha256: str, *, passed: bool = True) -> dict[str, Any]:
+def summary(sha256: str, *, passed: bool = True) -> str:
     """A trainer termination message (see tests/operator/test_finetunejob_controller.py)."""
-    return {
-        "ok": True,
-        "code": 0,
-        "reason": "Succeeded",
-        "message": "",
-        "adapter": {"path": "/mnt/pvc/store/x", "sha256": sha256, "size_bytes": 1000},
-        "evaluation": {
-            "metric": "Contains",
-            "base_score": 0.2,
-            "adapter_score": 0.8 if passed else 0.1,
-            "passed": passed,
-        },
-        "trainable_params": 1000,
-    }
+    return ResultSummary(
+        ok=True,
+        code=0,
+        reason="Succeeded",
+        adapter=AdapterFiles(path="/mnt/pvc/store/x", sha256=sha256, size_bytes=1000),
+        evaluation=Evaluation(metric="Contains", base_score=0.2, adapter_score=0.8 if passed else 0.1, passed=passed),
+        trainable_params=1000,
+    ).encode()
 
 
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -235,7 +229,7 @@ class Ms:
         obj["metadata"]["labels"] = labels or {}
         self.c.apply(obj, "-n", self.ns)
         pod = Kube(self.c, self.ns).running_pod(name)["metadata"]["name"]
-        Kube(self.c, self.ns).finish_pod(pod, 0, json.dumps(summary(sha256, passed=passed)))
+        Kube(self.c, self.ns).finish_pod(pod, 0, summary(sha256, passed=passed))
         self.c.kubectl("wait", "-n", self.ns, "--for=condition=Succeeded", "--timeout=120s", f"ftj/{name}")
 
     def wait(self, name: str, check: Callable[[dict[str, Any]], Any], what: str, timeout: float = 90) -> dict[str, Any]:

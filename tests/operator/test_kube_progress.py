@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from loraplane.api.result import ProgressRecord
 from loraplane.trainer.kube_progress import KubeProgress, PodAnnotator
 
 
@@ -13,14 +17,14 @@ class FakeAnnotator(PodAnnotator):
         self.sent: list[dict[str, Any]] = []
         self.fail = fail
 
-    def annotate(self, value: dict[str, Any]) -> None:
+    def annotate(self, record: ProgressRecord) -> None:
         if self.fail:
             raise OSError("connection refused")
-        self.sent.append(value)
+        self.sent.append(record.dump())
 
 
 class History:
-    history = [{"step": 3, "total": 10, "loss": 2.0}]  # noqa: RUF012
+    history = [ProgressRecord(step=3, total=10, loss=2.0)]  # noqa: RUF012
 
 
 def test_off_outside_a_pod(tmp_path: Path) -> None:
@@ -40,9 +44,15 @@ def test_throttled_but_every_stage_change_is_sent() -> None:
         reporter.report("training")
     reporter.report("evaluating")
     assert [r["stage"] for r in fake.sent] == ["training", "evaluating"]
-    assert fake.sent[0] == {"step": 3, "total": 10, "loss": 2.0, "stage": "training"}
+    assert fake.sent[0] == {"step": 3, "total": 10, "epoch": 0.0, "loss": 2.0, "stage": "training"}
 
 
-def test_errors_never_fail_the_run() -> None:
-    reporter = KubeProgress(FakeAnnotator(fail=True), History(), interval=0)
-    reporter.report("training", force=True)  # logged, not raised
+def test_errors_never_fail_the_run(caplog: pytest.LogCaptureFixture) -> None:
+    annotator = FakeAnnotator(fail=True)
+    reporter = KubeProgress(annotator, History(), interval=0)
+    with caplog.at_level(logging.WARNING, logger="loraplane.trainer.kube_progress"):
+        reporter.report("training", force=True)  # logged, not raised
+    assert "cannot report progress to the pod annotation: connection refused" in caplog.text
+    annotator.fail = False  # the API server is back: the next report goes through
+    reporter.report("training")
+    assert [r["stage"] for r in annotator.sent] == ["training"]

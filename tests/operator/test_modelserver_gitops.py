@@ -11,10 +11,10 @@ import yaml
 
 from loraplane.api import FineTuneJob, ModelServer
 from loraplane.api.modelserver import ModelServerStatus
+from loraplane.api.route import ServerStatus
 from loraplane.operator.modelserver_resolve import AdapterPlan, Version
 from loraplane.operator.modelserver_route import desired_route
 from loraplane.operator.modelserver_status import ServerSnapshot, modelserver_status
-from loraplane.operator.router_client import parse_server_state
 from loraplane.operator.validation import finetunejob_problems, modelserver_problems
 
 lua51 = pytest.importorskip("lupa.lua51", reason="lupa (dev dependency) runs the Argo CD health checks")
@@ -70,8 +70,11 @@ def ms_status(**over: Any) -> ModelServerStatus:
         ],
         "replica_urls": {"p0": URL},
         "plans": [plan],
-        "router": parse_server_state(
-            {"route": route.wire(), "replicas": [{"url": URL, "healthy": True, "loaded": loaded, "errors": {}}]}
+        "router": ServerStatus.model_validate(
+            {
+                "route": route.model_dump(mode="json"),
+                "replicas": [{"url": URL, "healthy": True, "loaded": loaded, "errors": {}}],
+            }
         ),
     }
     snap.update(over)

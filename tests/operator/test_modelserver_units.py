@@ -7,16 +7,17 @@ from typing import Any
 
 import pytest
 
+from loraplane.api.conditions import get_condition
 from loraplane.api.modelserver import ModelServerSpec, ModelServerStatus, ResolvedAdapter
+from loraplane.api.route import AdapterVersion, PublicModel, ServerRoute, ServerStatus
 from loraplane.operator import builders
 from loraplane.operator import modelserver_builders as msb
-from loraplane.operator.conditions import get_condition
 from loraplane.operator.modelserver_reconcile import publish
 from loraplane.operator.modelserver_resolve import (
     AdapterPlan,
     Claim,
-    IssueReason,
     JobInfo,
+    SourceReason,
     Version,
     adapter_path,
     name_claims,
@@ -25,15 +26,7 @@ from loraplane.operator.modelserver_resolve import (
 )
 from loraplane.operator.modelserver_route import desired_route, next_step, same_route
 from loraplane.operator.modelserver_status import ServerSnapshot, modelserver_status, summary, transitions
-from loraplane.operator.router_client import (
-    Route,
-    RouteModel,
-    RouterClient,
-    RouterRejected,
-    RouterUnavailable,
-    RouteVersion,
-    parse_server_state,
-)
+from loraplane.operator.router_client import RouterClient, RouterRejected, RouterUnavailable
 from loraplane.operator.settings import OperatorSettings
 from loraplane.operator.validation import modelserver_problems
 from loraplane.serving.vllm_args import HEALTH_PATH
@@ -230,20 +223,21 @@ def test_selector_without_a_passing_run_waits_or_degrades() -> None:
     (waiting,) = resolve_all(spec(), namespace="team-a", jobs=[job("run", state="Training")])
     assert waiting.stable is None and waiting.issues[0].severity == "Progressing"
     (failing,) = resolve_all(spec(), namespace="team-a", jobs=[job("bad", gate=False)])
-    assert failing.issues[0].severity == "Degraded" and failing.issues[0].reason == IssueReason.NOTHING_PASSED
+    assert failing.issues[0].severity == "Degraded" and failing.issues[0].reason == SourceReason.NOTHING_PASSED
     (nothing,) = resolve_all(spec(), namespace="team-a", jobs=[])
     assert (
-        nothing.issues[0].reason == IssueReason.NO_MATCH and "loraplane.io/adapter=medical" in nothing.issues[0].message
+        nothing.issues[0].reason == SourceReason.NO_MATCH
+        and "loraplane.io/adapter=medical" in nothing.issues[0].message
     )
 
 
 @pytest.mark.parametrize(
     ("jobs", "severity", "reason"),
     [
-        ([], "Degraded", IssueReason.NOT_FOUND),
-        ([job("v3", state="Training")], "Progressing", IssueReason.RUNNING),
-        ([job("v3", state="Failed")], "Degraded", IssueReason.FAILED),
-        ([job("v3", gate=False)], "Degraded", IssueReason.GATE_FAILED),
+        ([], "Degraded", SourceReason.NOT_FOUND),
+        ([job("v3", state="Training")], "Progressing", SourceReason.RUNNING),
+        ([job("v3", state="Failed")], "Degraded", SourceReason.FAILED),
+        ([job("v3", gate=False)], "Degraded", SourceReason.GATE_FAILED),
     ],
 )
 def test_a_pinned_run_must_have_succeeded_and_passed(jobs: list[JobInfo], severity: str, reason: str) -> None:
@@ -267,7 +261,7 @@ def test_cross_namespace_sources_need_allowed_namespaces() -> None:
     refused = spec(adapters=adapters)
     assert modelserver_problems(refused.to_k8s())  # admission refuses it ...
     (plan,) = resolve_all(refused, namespace="team-a", jobs=[job("v1", ns="team-b")])
-    assert plan.stable is None and plan.issues[0].reason == IssueReason.NAMESPACE_NOT_ALLOWED  # ... and resolution too
+    assert plan.stable is None and plan.issues[0].reason == SourceReason.NAMESPACE_NOT_ALLOWED  # ... and resolution too
     allowed = spec(adapters=adapters, allowedNamespaces=["team-b"])
     (plan,) = resolve_all(allowed, namespace="team-a", jobs=[job("v1", ns="team-b")])
     assert plan.stable == Version("pvc://store/team-b/v1", SHA["v1"], "team-b/v1")
@@ -277,7 +271,7 @@ def test_public_names_belong_to_the_oldest_modelserver() -> None:
     older, newer = Claim(T0, "team-b", "other"), Claim(T1, "team-a", "qwen")
     claims = {"medical": [older, newer]}
     (plan,) = resolve_all(spec(), namespace="team-a", jobs=[job("v1")], claims=claims, me=newer)
-    assert plan.blocked and plan.versions == [] and plan.issues[0].reason == IssueReason.NAME_TAKEN
+    assert plan.blocked and plan.versions == [] and plan.issues[0].reason == SourceReason.NAME_TAKEN
     assert "team-b/other" in plan.issues[0].message
     (plan,) = resolve_all(spec(), namespace="team-b", jobs=[job("v1", ns="team-b")], claims=claims, me=older)
     assert not plan.blocked and plan.versions
@@ -338,7 +332,7 @@ def test_uri_sources_and_paths() -> None:
     assert (
         legal.stable is not None and legal.stable.sha256 == "" and legal.stable.lora_name("legal").startswith("legal-")
     )
-    assert hub.stable is None and hub.issues[0].reason == IssueReason.UNSUPPORTED_URI
+    assert hub.stable is None and hub.issues[0].reason == SourceReason.UNSUPPORTED_URI
     assert adapter_path("pvc://store/team-a/legal-v1", "/mnt/adapters") == "/mnt/adapters/store/team-a/legal-v1"
     assert adapter_path("file:///data/a", "/mnt/adapters") == "/data/a"
     assert store_claims([legal]) == ["store"]
@@ -379,9 +373,9 @@ def plan(version: str, weight_canary: tuple[str, int] | None = None) -> AdapterP
     return AdapterPlan("medical", stable, Version(f"pvc://store/team-a/{name}", SHA[name], name), weight)
 
 
-def state(route: Route, loaded: dict[str, list[str]], unhealthy: tuple[str, ...] = ()) -> Any:
+def state(route: ServerRoute, loaded: dict[str, list[str]], unhealthy: tuple[str, ...] = ()) -> Any:
     replicas = [{"url": u, "healthy": u not in unhealthy, "loaded": names, "errors": {}} for u, names in loaded.items()]
-    return parse_server_state({"route": route.wire(), "replicas": replicas})
+    return ServerStatus.model_validate({"route": route.model_dump(mode="json"), "replicas": replicas})
 
 
 R = ["http://10.0.0.1:8000", "http://10.0.0.2:8000"]
@@ -390,7 +384,7 @@ V = {k: "medical-" + SHA[k][:12] for k in SHA}
 
 def test_desired_route_matches_the_router_contract() -> None:
     route = desired_route("qwen", list(reversed(R)), [plan("v1", ("v2", 10))], "/mnt/adapters")
-    assert route.wire() == {
+    assert route.model_dump(mode="json") == {
         "base_model": "qwen",
         "replicas": R,
         "adapters": [
@@ -422,7 +416,7 @@ def test_a_version_change_is_staged_until_loaded_everywhere_then_shifted() -> No
     assert next_step(new, state(staged, {R[0]: [], R[1]: []}, unhealthy=tuple(R))).pending == (V["v2"],)
 
 
-def weights(route: Route) -> list[tuple[str, int]]:
+def weights(route: ServerRoute) -> list[tuple[str, int]]:
     return [(v.name, v.weight) for v in route.adapters[0].versions]
 
 
@@ -444,9 +438,7 @@ def test_two_new_versions_are_staged_one_at_a_time_within_the_routers_limit() ->
 
 
 def test_every_route_the_operator_publishes_is_valid_for_the_router() -> None:
-    """Contract: the router's own table model accepts every step (<= 2 versions, weights sum to 100)."""
-    from loraplane.serving.router.table import ServerRoute
-
+    """Contract: every step validates (<= 2 versions, weights sum to 100); model_copy alone does not check."""
     routes = [desired_route("team-a.qwen", R, [plan("v1", ("v2", 10))], "/mnt/adapters")]
     now = desired_route("team-a.qwen", R, [plan("v1")], "/mnt/adapters")
     routes.append(
@@ -457,8 +449,8 @@ def test_every_route_the_operator_publishes_is_valid_for_the_router() -> None:
     )
     routes.append(desired_route("team-a.qwen", [], [AdapterPlan("legal", Version("pvc://s/l"))], "/mnt/adapters"))
     for route in routes:
-        parsed = ServerRoute.model_validate(route.wire())
-        assert parsed.model_dump(mode="json") == route.wire()
+        parsed = ServerRoute.model_validate(route.model_dump(mode="json"))
+        assert parsed.model_dump(mode="json") == route.model_dump(mode="json")
 
 
 def test_new_names_and_weight_changes_are_published_at_once() -> None:
@@ -470,12 +462,12 @@ def test_new_names_and_weight_changes_are_published_at_once() -> None:
 
 
 def test_same_route_ignores_order() -> None:
-    a = Route(
+    a = ServerRoute(
         base_model="b",
         replicas=["x", "y"],
-        adapters=[RouteModel(name="m", versions=[RouteVersion(name="v", path="p")])],
+        adapters=[PublicModel(name="m", versions=[AdapterVersion(name="v", path="p")])],
     )
-    b = Route(base_model="b", replicas=["y", "x"], adapters=list(a.adapters))
+    b = ServerRoute(base_model="b", replicas=["y", "x"], adapters=list(a.adapters))
     assert same_route(a, b) and not same_route(a, b.model_copy(update={"replicas": ["x"]}))
 
 
@@ -483,8 +475,8 @@ class FakeRouter:
     """In-memory router: a staged version becomes loaded after `load_after` reads."""
 
     def __init__(self, load_after: int) -> None:
-        self.route: Route | None = None
-        self.puts: list[Route] = []
+        self.route: ServerRoute | None = None
+        self.puts: list[ServerRoute] = []
         self.load_after = load_after
         self.reads = 0
 
@@ -496,7 +488,7 @@ class FakeRouter:
         loaded = names if self.reads > self.load_after else [n for n in names if n == V["v1"]]
         return state(self.route, {u: loaded for u in self.route.replicas})
 
-    def put(self, key: str, route: Route) -> None:
+    def put(self, key: str, route: ServerRoute) -> None:
         self.route = route
         self.puts.append(route)
         self.reads = 0
@@ -595,9 +587,9 @@ def test_rolling_out_and_loading_are_progressing() -> None:
         staged_route.model_copy(
             update={
                 "adapters": [
-                    RouteModel(
+                    PublicModel(
                         name="medical",
-                        versions=[*staged_route.adapters[0].versions, RouteVersion(name=V["v2"], path="p", weight=0)],
+                        versions=[*staged_route.adapters[0].versions, AdapterVersion(name=V["v2"], path="p", weight=0)],
                     )
                 ]
             }
@@ -623,14 +615,14 @@ def test_drift_the_controller_cannot_fix_is_degraded() -> None:
     previous = [ResolvedAdapter(name="medical", fine_tune_job="v2", uri="pvc://store/team-a/v2", sha256=SHA["v2"])]
     plans = resolve_all(s, namespace="team-a", jobs=[job("v3", state="Failed")], previous=previous)
     failed_pin = modelserver_status(ModelServerStatus(), snapshot(spec=s, plans=plans), T0)
-    assert conds(failed_pin)["Degraded"][:2] == ("True", IssueReason.FAILED)
+    assert conds(failed_pin)["Degraded"][:2] == ("True", SourceReason.FAILED)
     (adapter,) = failed_pin.adapters
     assert adapter.version == V["v2"] and "still serving the previous version" in adapter.message
     assert conds(failed_pin)["Ready"][:2] == ("False", "AdaptersNotServed")
     refused_state = state(desired_route("qwen", R, [plan("v2")], "/mnt/adapters"), {R[0]: [], R[1]: []})
-    refused_state = parse_server_state(
+    refused_state = ServerStatus.model_validate(
         {
-            "route": refused_state.route.wire(),
+            "route": refused_state.route.model_dump(mode="json"),
             "replicas": [{"url": u, "healthy": True, "loaded": [], "errors": {V["v2"]: "sha256 mismatch"}} for u in R],
         }
     )

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from loraplane.api.conditions import get_condition
 from loraplane.api.finetunejob import FineTuneJobStatus
 from loraplane.api.lora_rules import Problem
-from loraplane.operator.conditions import get_condition
 from loraplane.operator.observe import Snapshot, finetunejob_status, verdict
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"

@@ -7,15 +7,15 @@ session-scoped `vllm_pair` (the router, adapter manager and ModelServer end-to-e
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from loraplane.api.artifact import RESULT_FILE, adapter_digest, file_digests
+from loraplane.api.artifact import describe_adapter
 from loraplane.api.modelserver import VllmSpec
+from loraplane.api.result import BaseModelInfo, TrainingResult
 from loraplane.serving.vllm_args import ServedModel, build_args, cpu_profile
 from loraplane.serving.vllm_process import VllmProcess
 from tests.kube_harness import free_port
@@ -65,14 +65,14 @@ def write_adapter(base: Path, dest: Path, *, name: str, seed: int, rank: int = A
                 param.mul_(4.0)
     dest.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(str(dest))
-    files = file_digests(dest)
-    result = {
-        "ok": True,
-        "name": name,
-        "base_model": {"path": str(base), "family": "llama"},
-        "adapter": {"files": files, "sha256": adapter_digest(files), "rank": rank},
-    }
-    (dest / RESULT_FILE).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    TrainingResult(
+        ok=True,
+        code=0,
+        reason="Succeeded",
+        name=name,
+        base_model=BaseModelInfo(uri=f"file://{base}", path=str(base), family="llama"),
+        adapter=describe_adapter(dest, r=rank),
+    ).write(dest)
     return dest
 
 

@@ -14,7 +14,7 @@ import uvicorn
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from loraplane.api.artifact import RESULT_FILE
+from loraplane.api.result import TrainingResult
 from loraplane.serving.router import AdapterVersion, PublicModel, RouterSettings, ServerRoute, create_app
 from loraplane.serving.router.server import router_server
 from loraplane.serving.router.state import RouterState
@@ -25,9 +25,10 @@ ADMIN_KEY = "admin-secret"
 
 
 def version(name: str, path: Path, weight: int = 100) -> AdapterVersion:
-    import json
 
-    sha = json.loads((path / RESULT_FILE).read_text())["adapter"]["sha256"]
+    result = TrainingResult.read(path)
+    assert result is not None and result.adapter is not None, f"{path} has no result.json"
+    sha = result.adapter.sha256
     return AdapterVersion(name=name, path=str(path), sha256=sha, weight=weight)
 
 

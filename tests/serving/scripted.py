@@ -16,7 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
-from loraplane.api.artifact import RESULT_FILE, adapter_digest, file_digests
+from loraplane.api.artifact import describe_adapter
+from loraplane.api.result import TrainingResult
 from loraplane.serving.vllm_client import ALREADY_LOADED, NOT_FOUND
 from tests.kube_harness import free_port
 
@@ -141,9 +142,6 @@ def fake_adapter(directory: Path, name: str) -> tuple[Path, str]:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "adapter_config.json").write_text(json.dumps({"r": 8, "peft_type": "LORA"}))
     (directory / "adapter_model.safetensors").write_bytes(os.urandom(256))
-    files = file_digests(directory)
-    digest = adapter_digest(files)
-    (directory / RESULT_FILE).write_text(
-        json.dumps({"ok": True, "name": name, "adapter": {"files": files, "sha256": digest}})
-    )
-    return directory, digest
+    adapter = describe_adapter(directory)
+    TrainingResult(ok=True, code=0, reason="Succeeded", name=name, adapter=adapter).write(directory)
+    return directory, adapter.sha256

@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
+from loraplane.api.artifact import adapter_digest, file_digests, verify
 from loraplane.api.finetunejob import DatasetSpec, EvaluationGate
+from loraplane.api.result import AdapterFiles, ResultSummary, TrainingResult
 from loraplane.api.trainer_spec import Mounts
 from loraplane.trainer import data
 from loraplane.trainer.errors import InvalidData
 from loraplane.trainer.evaluate import contains, exact_match, gate_passed, rouge_l, score
-from loraplane.trainer.result import adapter_digest, file_digests, summary, verify, write_result
 
 
 def spec(**kw: object) -> DatasetSpec:
@@ -116,21 +117,30 @@ def test_result_files_digest_and_verify(tmp_path: Path) -> None:
     (tmp_path / "checkpoints" / "x").write_text("ignored")
     files = file_digests(tmp_path)
     assert sorted(files) == ["adapter_config.json", "adapter_model.safetensors"]
-    write_result(tmp_path, {"adapter": {"files": files, "sha256": adapter_digest(files)}})
+    result = TrainingResult(ok=True, code=0, reason="Succeeded", adapter=AdapterFiles(files=files, sha256="0" * 64))
+    result.write(tmp_path)
+    assert verify(tmp_path) == [f"adapter.sha256 {'0' * 64} does not match its file list ({adapter_digest(files)})"]
+    result.model_copy(update={"adapter": AdapterFiles(files=files, sha256=adapter_digest(files))}).write(tmp_path)
     assert verify(tmp_path) == []
     (tmp_path / "adapter_model.safetensors").write_bytes(b"\x01" * 10)
     assert verify(tmp_path) == ["adapter_model.safetensors: sha256 mismatch"]
 
 
 def test_summary_fits_termination_message() -> None:
-    big = {
-        "ok": True,
-        "message": "x" * 10000,
-        "metrics": {f"m{i}": float(i) for i in range(500)},
-        "adapter": {"sha256": "a"},
-    }
-    text = summary(big)
-    assert len(text.encode()) <= 4096 and json.loads(text)["adapter"]["sha256"] == "a"
+    files = {f"shard-{i}.safetensors": "f" * 64 for i in range(100)}
+    big = TrainingResult(
+        ok=True,
+        code=0,
+        reason="Succeeded",
+        message="x" * 10000,
+        metrics={f"m{i}": float(i) for i in range(500)},
+        adapter=AdapterFiles(sha256="a", files=files),
+    )
+    text = big.summary().encode()
+    parsed = ResultSummary.parse(text)
+    assert len(text.encode()) <= 4096 and parsed is not None and parsed.adapter is not None
+    assert parsed.adapter.sha256 == "a" and parsed.adapter.files == {}  # the file list stays in result.json
+    assert len(parsed.message) == 1024 and parsed.metrics  # cut to fit, but not emptied
 
 
 # ---------------------------------------------------------------------------------------------------------------------

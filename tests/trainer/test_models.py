@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from huggingface_hub.errors import HfHubHTTPError
 
+from loraplane.api.artifact import sha256_file
 from loraplane.api.common import ModelSource, SecretKeyRef
 from loraplane.api.exit_codes import ExitCode
 from loraplane.trainer import models
@@ -220,7 +221,7 @@ def test_gguf_file_is_dequantized_exactly_with_tokenizer_and_chat_template(
     from transformers import AutoTokenizer
 
     resolved = resolve(f"file://{tiny_gguf}", tmp_path)
-    assert resolved.path == tmp_path / "gguf" / models.file_sha256(tiny_gguf)[:16]
+    assert resolved.path == tmp_path / "gguf" / sha256_file(tiny_gguf)[:16]
     assert (resolved.revision, resolved.family) == ("", "llama")
     assert "quantization_config" not in json.loads((resolved.path / "config.json").read_text())
 
@@ -263,7 +264,7 @@ def test_directory_holding_one_gguf_file(tiny_gguf: Path, tmp_path: Path) -> Non
     folder.mkdir(parents=True)
     shutil.copy(tiny_gguf, folder / "tiny.gguf")
     resolved = resolve("pvc://models/tiny", tmp_path / "cache", pvc_root=tmp_path / "pvc")
-    assert resolved.path == tmp_path / "cache" / "gguf" / models.file_sha256(tiny_gguf)[:16]
+    assert resolved.path == tmp_path / "cache" / "gguf" / sha256_file(tiny_gguf)[:16]
 
 
 def test_interrupted_conversion_leaves_no_cache_entry(
@@ -281,7 +282,7 @@ def test_interrupted_conversion_leaves_no_cache_entry(
     assert [p.name for p in (tmp_path / "gguf").iterdir() if not p.name.endswith(".lock")] == []
 
     # A SIGKILL leaves the temporary directory behind; a directory without our marker is not trusted either.
-    key = models.file_sha256(tiny_gguf)[:16]
+    key = sha256_file(tiny_gguf)[:16]
     (tmp_path / "gguf" / f".{key}.tmpdead").mkdir()
     (tmp_path / "gguf" / key).mkdir()
     (tmp_path / "gguf" / key / "config.json").write_text("{}")
@@ -301,7 +302,7 @@ def test_unsupported_gguf_architecture_is_invalid_spec(tmp_path: Path) -> None:
     writer.close()
     with pytest.raises(InvalidSpec, match="cannot load this GGUF"):
         resolve(f"file://{tmp_path}/odd.gguf", tmp_path / "cache")
-    assert not (tmp_path / "cache" / "gguf" / models.file_sha256(tmp_path / "odd.gguf")[:16]).exists()
+    assert not (tmp_path / "cache" / "gguf" / sha256_file(tmp_path / "odd.gguf")[:16]).exists()
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
+from loraplane.api.artifact import verify
 from loraplane.api.exit_codes import ExitCode
-from loraplane.trainer.progress import COMPLETE_MARKER, PREFIX
-from loraplane.trainer.result import verify
+from loraplane.api.result import PROGRESS_LINE_PREFIX as PREFIX
+from loraplane.trainer.progress import COMPLETE_MARKER
 
 REPO = Path(__file__).resolve().parents[2]
 

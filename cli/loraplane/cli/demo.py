@@ -57,10 +57,10 @@ def run_demo(examples: Path, *, store: AdapterStore, cache: Path, port: int, con
         for column in ("model", "question", "expected", "answer"):
             answers.add_column(column, overflow="fold")
         for adapter in adapters:
-            samples = adapter.evaluation.get("samples") or []
+            samples = adapter.evaluation.samples if adapter.evaluation else []
             if not samples:
                 continue
-            question, expected = samples[0]["prompt"], samples[0]["answer"]
+            question, expected = samples[0].prompt, samples[0].answer
             for model in (adapter.name, plan.base_name):
                 answers.add_row(model, question, expected, ask(server.url, model, question, max_tokens=64))
         console.print(answers)

@@ -83,11 +83,10 @@ def cmd_list(ns: argparse.Namespace, console: Console) -> int:
     for entry in entries:
         ev = entry.evaluation
         state = "ready" if entry.ready else ("resumable" if (entry.path / "checkpoints").is_dir() else "incomplete")
-        scores = f"{ev['base_score']:.3f} → {ev['adapter_score']:.3f}" if "base_score" in ev else "-"
-        gate = "-" if "passed" not in ev else ("passed" if ev["passed"] else "failed")
-        table.add_row(
-            entry.name, state, entry.base_model_uri, str(ev.get("metric", "-")), scores, gate, entry.sha256[:12]
-        )
+        scores = f"{ev.base_score:.3f} → {ev.adapter_score:.3f}" if ev else "-"
+        gate = "-" if ev is None else ("passed" if ev.passed else "failed")
+        metric = ev.metric if ev else "-"
+        table.add_row(entry.name, state, entry.base_model_uri, metric, scores, gate, entry.sha256[:12])
     console.print(table if entries else f"no adapters in {store.root}; train one with `loraplane run FILE.yaml`")
     return 0
 
@@ -112,17 +111,15 @@ def cmd_eval(ns: argparse.Namespace, console: Console) -> int:
     if report is None:
         console.print("[red]the held-out set is empty[/]")
         return USAGE_ERROR
-    table = Table(
-        title=f"{ns.name}: {report['metric']} on {report['examples']} held-out examples", title_justify="left"
-    )
+    table = Table(title=f"{ns.name}: {report.metric} on {report.examples} held-out examples", title_justify="left")
     for column in ("", "score"):
         table.add_column(column)
-    table.add_row("base model", f"{report['base_score']:.3f}")
-    table.add_row("adapter", f"{report['adapter_score']:.3f}")
-    if "general_base_score" in report:
-        table.add_row("general, base", f"{report['general_base_score']:.3f}")
-        table.add_row("general, adapter", f"{report['general_adapter_score']:.3f}")
-    table.add_row("gate", "passed" if report["passed"] else "failed")
+    table.add_row("base model", f"{report.base_score:.3f}")
+    table.add_row("adapter", f"{report.adapter_score:.3f}")
+    if report.general_base_score is not None and report.general_adapter_score is not None:
+        table.add_row("general, base", f"{report.general_base_score:.3f}")
+        table.add_row("general, adapter", f"{report.general_adapter_score:.3f}")
+    table.add_row("gate", "passed" if report.passed else "failed")
     console.print(table)
     if ns.json:
         sys.stdout.write(json.dumps(report, ensure_ascii=False) + "\n")

@@ -21,24 +21,26 @@ def score_table(adapters: list[StoredAdapter]) -> Table:
         table.add_column(column, justify="left" if column in ("adapter", "metric", "gate") else "right")
     for adapter in adapters:
         ev = adapter.evaluation
-        result = adapter.result or {}
-        metrics = result.get("metrics") or {}
-        durations = result.get("durations") or {}
-        gate = "-" if "passed" not in ev else ("[green]passed[/]" if ev["passed"] else "[red]failed[/]")
+        metrics = adapter.result.metrics if adapter.result else {}
+        durations = adapter.result.durations if adapter.result else {}
+        gate = "-" if ev is None else ("[green]passed[/]" if ev.passed else "[red]failed[/]")
         trained = (
             f"{metrics.get('global_step', '?')} steps, {durations.get('train_seconds', 0) / 60:.1f} min"
             if metrics
             else "-"
         )
+        if ev is None:
+            table.add_row(adapter.name, "-", "-", "-", gate, "-", "-", "-", trained)
+            continue
         table.add_row(
             adapter.name,
-            str(ev.get("metric", "-")),
-            _score(ev.get("base_score")),
-            _score(ev.get("adapter_score")),
+            ev.metric,
+            _score(ev.base_score),
+            _score(ev.adapter_score),
             gate,
-            f"{_score(ev.get('base_loss'))} → {_score(ev.get('adapter_loss'))}" if "base_loss" in ev else "-",
-            _score(ev.get("general_base_score")),
-            _score(ev.get("general_adapter_score")),
+            f"{_score(ev.base_loss)} → {_score(ev.adapter_loss)}" if ev.base_loss is not None else "-",
+            _score(ev.general_base_score),
+            _score(ev.general_adapter_score),
             trained,
         )
     return table
@@ -53,9 +55,9 @@ def write_png(adapters: list[StoredAdapter], path: Path) -> Path:
 
     fig, (loss_ax, score_ax) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
     for adapter in adapters:
-        history = [r for r in (adapter.result or {}).get("loss_history", []) if "loss" in r]
+        history = [r for r in (adapter.result.loss_history if adapter.result else []) if r.loss is not None]
         if history:
-            loss_ax.plot([r["step"] for r in history], [r["loss"] for r in history], label=adapter.name)
+            loss_ax.plot([r.step for r in history], [r.loss for r in history], label=adapter.name)
     loss_ax.set(title="Training loss (answer tokens)", xlabel="step", ylabel="loss")
     loss_ax.grid(alpha=0.3)
     loss_ax.legend()
@@ -65,14 +67,15 @@ def write_png(adapters: list[StoredAdapter], path: Path) -> Path:
     after: list[float] = []
     for adapter in adapters:
         ev = adapter.evaluation
-        if "base_score" in ev:
-            labels.append(f"{adapter.name}\n{ev.get('metric', '')}")
-            before.append(float(ev["base_score"]))
-            after.append(float(ev["adapter_score"]))
-        if "general_base_score" in ev:
+        if ev is None:
+            continue
+        labels.append(f"{adapter.name}\n{ev.metric}")
+        before.append(ev.base_score)
+        after.append(ev.adapter_score)
+        if ev.general_base_score is not None and ev.general_adapter_score is not None:
             labels.append(f"{adapter.name}\ngeneral retention")
-            before.append(float(ev["general_base_score"]))
-            after.append(float(ev["general_adapter_score"]))
+            before.append(ev.general_base_score)
+            after.append(ev.general_adapter_score)
     xs = range(len(labels))
     width = 0.38
     bars_before = score_ax.bar([x - width / 2 for x in xs], before, width, label="base model", color="#9e9e9e")

@@ -23,14 +23,14 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from loraplane.api.artifact import sha256_json
 from loraplane.api.exit_codes import ExitCode
 from loraplane.api.finetunejob import FineTuneJobSpec
+from loraplane.api.result import ProgressRecord, ResultSummary
 from loraplane.api.trainer_spec import Mounts, TrainerSpec
 from loraplane.cli.manifest import load_finetunejob
 from loraplane.cli.store import AdapterStore
-from loraplane.trainer.result import spec_hash
 
-PROGRESS_PREFIX = "LORAPLANE_PROGRESS "
 SPEC_FILE = "trainer-spec.json"
 LOG_FILE = "train.log"
 TERMINATION_FILE = "termination.json"
@@ -50,22 +50,11 @@ def local_trainer_spec(
     )
 
 
-def parse_progress(line: str) -> dict[str, Any] | None:
-    """The record of one `LORAPLANE_PROGRESS {...}` line; None for any other line."""
-    if not line.startswith(PROGRESS_PREFIX):
-        return None
-    try:
-        record = json.loads(line[len(PROGRESS_PREFIX) :])
-    except json.JSONDecodeError:
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def describe(record: dict[str, Any]) -> str:
-    parts = [f"epoch {record.get('epoch', 0):.2f}"]
-    if "loss" in record:
-        parts.append(f"loss {record['loss']:.3f}")
-    parts.append(f"{record.get('tokens_per_second', 0):.0f} tok/s")
+def describe(record: ProgressRecord) -> str:
+    parts = [f"epoch {record.epoch:.2f}"]
+    if record.loss is not None:
+        parts.append(f"loss {record.loss:.3f}")
+    parts.append(f"{record.tokens_per_second or 0:.0f} tok/s")
     return "  ".join(parts)
 
 
@@ -84,14 +73,14 @@ def _follow(lines: Iterable[str], progress: Progress, task: Any, log: TextIO, co
     """
     last_line = time.monotonic()
     for line in lines:
-        record = parse_progress(line)
+        record = ProgressRecord.from_line(line)
         if record is None:
             log.write(line)
             continue
-        total, step = int(record.get("total") or 0), int(record.get("step") or 0)
+        total, step = record.total, record.step
         progress.update(task, total=total or None, completed=step, info=describe(record))
         if not console.is_terminal and (time.monotonic() - last_line >= 30 or step >= total):
-            eta = record.get("eta_seconds")
+            eta = record.eta_seconds
             console.print(f"  step {step}/{total}  {describe(record)}" + (f"  eta {eta}s" if eta else ""))
             last_line = time.monotonic()
         if total and step >= total:
@@ -118,7 +107,7 @@ def run_job(
     out = store.dir_for(name)
     existing = store.entry(out) if out.is_dir() else None
     rendered = json.loads(trainer_spec.model_dump_json(by_alias=True, exclude_none=True))
-    if not force and existing and existing.ready and (existing.result or {}).get("spec_sha256") == spec_hash(rendered):
+    if not force and existing and existing.result and existing.result.spec_sha256 == sha256_json(rendered):
         console.print(f"[bold]{name}[/]: up to date (sha256 {existing.sha256[:12]}); --force trains it again")
         return RunOutcome(name, ExitCode.SUCCESS, out)
     out.mkdir(parents=True, exist_ok=True)
@@ -164,12 +153,8 @@ def run_job(
             except KeyboardInterrupt:  # a second Ctrl-C: stop now
                 proc.kill()
                 code = proc.wait()
-    message = ""
-    if termination.is_file():
-        try:
-            message = str(json.loads(termination.read_text(encoding="utf-8")).get("message") or "")
-        except json.JSONDecodeError:
-            message = ""
+    summary = ResultSummary.parse(termination.read_text(encoding="utf-8")) if termination.is_file() else None
+    message = summary.message if summary else ""
     if code == ExitCode.INTERRUPTED:
         console.print(f"[yellow]{name}: interrupted ({message or 'checkpoint saved'})[/]")
         console.print("run the same command again to resume from the checkpoint")

@@ -59,7 +59,7 @@ def _plan(adapters: list[StoredAdapter], models: list[PublicModel]) -> ServePlan
         detail = "; ".join(f"{a.name}: {a.base_model_uri}" for a in adapters)
         raise ServeError(f"one server serves one base model, these adapters need {len(bases)}: {detail}")
     first = adapters[0]
-    ranks = [int((a.result or {})["adapter"].get("r", 8)) for a in adapters]
+    ranks = [(a.result.adapter.r if a.result and a.result.adapter else None) or 8 for a in adapters]
     rank = next((r for r in RANKS if r >= max(ranks)), 0)
     if not rank:
         raise ServeError(f"adapter rank {max(ranks)} is above vLLM's largest ({RANKS[-1]})")

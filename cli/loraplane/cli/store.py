@@ -8,13 +8,11 @@ read it. Default `~/.local/share/loraplane/adapters` (env `LORAPLANE_STORE`).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from loraplane.api.artifact import RESULT_FILE
+from loraplane.api.result import Evaluation, TrainingResult
 
 
 def default_store() -> Path:
@@ -33,27 +31,27 @@ class StoredAdapter:
 
     name: str
     path: Path
-    result: dict[str, Any] | None
+    result: TrainingResult | None
 
     @property
     def ready(self) -> bool:
-        return bool(self.result and self.result.get("ok") and "adapter" in self.result)
+        return self.result is not None and self.result.ready
 
     @property
     def sha256(self) -> str:
-        return str(self.result["adapter"]["sha256"]) if self.ready and self.result else ""
+        return self.result.adapter.sha256 if self.result and self.result.ready and self.result.adapter else ""
 
     @property
     def base_model_path(self) -> str:
-        return str(self.result["base_model"]["path"]) if self.ready and self.result else ""
+        return self.result.base_model.path if self.ready and self.result and self.result.base_model else ""
 
     @property
     def base_model_uri(self) -> str:
-        return str(self.result["base_model"]["uri"]) if self.ready and self.result else ""
+        return self.result.base_model.uri if self.ready and self.result and self.result.base_model else ""
 
     @property
-    def evaluation(self) -> dict[str, Any]:
-        return dict((self.result or {}).get("evaluation") or {})
+    def evaluation(self) -> Evaluation | None:
+        return self.result.evaluation if self.result else None
 
 
 class UnknownAdapter(LookupError):
@@ -76,9 +74,7 @@ class AdapterStore:
         return self.root / ".runs" / "_serve"
 
     def entry(self, path: Path) -> StoredAdapter:
-        result_file = path / RESULT_FILE
-        result = json.loads(result_file.read_text(encoding="utf-8")) if result_file.is_file() else None
-        return StoredAdapter(path.name, path, result)
+        return StoredAdapter(path.name, path, TrainingResult.read(path))
 
     def entries(self) -> list[StoredAdapter]:
         if not self.root.is_dir():

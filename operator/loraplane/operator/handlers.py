@@ -13,11 +13,11 @@ from typing import Any, cast
 import kopf
 
 from loraplane.api.common import GROUP, VERSION
+from loraplane.api.conditions import ConditionType
 from loraplane.api.modelserver import ModelServerSpec
 from loraplane.operator import builders, kube, metrics
 from loraplane.operator import modelserver_reconcile as ms_reconcile
 from loraplane.operator import reconcile as reconcile_mod
-from loraplane.operator.conditions import Type
 from loraplane.operator.modelserver_builders import LABEL_SERVER
 from loraplane.operator.modelserver_resolve import Claim, name_claims, source_namespaces
 from loraplane.operator.router_client import RouterError
@@ -245,7 +245,7 @@ def _finished_job(status: kopf.Status, type: str | None, **_: Any) -> bool:
     if type == "DELETED":
         return True
     return any(
-        c.get("type") in (Type.SUCCEEDED, Type.FAILED) and c.get("status") == "True"
+        c.get("type") in (ConditionType.SUCCEEDED, ConditionType.FAILED) and c.get("status") == "True"
         for c in status.get("conditions") or []
     )
 

@@ -20,11 +20,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from loraplane.api.conditions import get_condition, now
 from loraplane.api.modelserver import ModelServerSpec, ModelServerStatus
+from loraplane.api.route import ServerStatus
 from loraplane.operator import kube, metrics
 from loraplane.operator import modelserver_builders as msb
 from loraplane.operator.coalesce import Coalescer
-from loraplane.operator.conditions import get_condition, now
 from loraplane.operator.modelserver_resolve import (
     AdapterPlan,
     Claim,
@@ -35,7 +36,7 @@ from loraplane.operator.modelserver_resolve import (
 )
 from loraplane.operator.modelserver_route import desired_route, next_step, same_route
 from loraplane.operator.modelserver_status import ServerSnapshot, modelserver_status, transitions
-from loraplane.operator.router_client import RouterClient, RouterError, RouterRejected, ServerState
+from loraplane.operator.router_client import RouterClient, RouterError, RouterRejected
 from loraplane.operator.settings import OperatorSettings
 from loraplane.operator.status import status_patch
 from loraplane.operator.validation import modelserver_problems
@@ -166,7 +167,7 @@ def publish(
     urls: Iterable[str],
     plans: list[AdapterPlan],
     settings: OperatorSettings,
-) -> ServerState | None:
+) -> ServerStatus | None:
     """Publish the route in safe steps; returns what the router holds afterwards."""
     desired = desired_route(base_model, list(urls), plans, settings.adapter_mount_root)
     state = router.get(key)
@@ -231,7 +232,7 @@ def reconcile_object(
     pods = kube.list_objects("v1", "Pod", namespace, f"{msb.LABEL_SERVER}={name},app.kubernetes.io/component=vllm")
     urls = ready_replicas(pods, settings)
 
-    state: ServerState | None = None
+    state: ServerStatus | None = None
     error: str | None = None
     rejected = False
     if router is not None:

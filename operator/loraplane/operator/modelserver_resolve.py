@@ -25,24 +25,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from loraplane.api.conditions import SourceReason
 from loraplane.api.modelserver import AdapterSource, ModelServerSpec, ResolvedAdapter, ServedAdapter
 
 Severity = Literal["Progressing", "Degraded"]
-
-
-class IssueReason:
-    """CamelCase reasons of resolution problems (used in conditions and Events)."""
-
-    NOT_FOUND = "FineTuneJobNotFound"
-    RUNNING = "FineTuneJobNotFinished"
-    FAILED = "FineTuneJobFailed"
-    GATE_FAILED = "EvaluationGateFailed"
-    NO_ADAPTER = "AdapterMissing"
-    NO_MATCH = "NoMatchingFineTuneJob"
-    NOTHING_PASSED = "NoPassingFineTuneJob"
-    NAMESPACE_NOT_ALLOWED = "NamespaceNotAllowed"
-    NAME_TAKEN = "PublicNameTaken"
-    UNSUPPORTED_URI = "UnsupportedAdapterUri"
 
 
 @dataclass(frozen=True)
@@ -181,21 +167,21 @@ def resolve_source(
             None,
             Issue(
                 "Degraded",
-                IssueReason.NAMESPACE_NOT_ALLOWED,
+                SourceReason.NAMESPACE_NOT_ALLOWED,
                 f"{where}.namespace: namespace {ns!r} is not in spec.allowedNamespaces",
             ),
         )
     if source.uri:
         problem = _unsupported(source.uri)
         if problem:
-            return SourceResult(None, Issue("Degraded", IssueReason.UNSUPPORTED_URI, f"{where}.uri: {problem}"))
+            return SourceResult(None, Issue("Degraded", SourceReason.UNSUPPORTED_URI, f"{where}.uri: {problem}"))
         return SourceResult(Version(uri=source.uri))
     if source.fine_tune_job:
         label = _label(ns, source.fine_tune_job, namespace)
         job = next((j for j in jobs if j.namespace == ns and j.name == source.fine_tune_job), None)
         if job is None:
             return SourceResult(
-                None, Issue("Degraded", IssueReason.NOT_FOUND, f"{where}.fineTuneJob: FineTuneJob {label} not found")
+                None, Issue("Degraded", SourceReason.NOT_FOUND, f"{where}.fineTuneJob: FineTuneJob {label} not found")
             )
         return _pinned(job, label, where)
     assert source.selector is not None  # the CRD's CEL rule: exactly one source
@@ -204,44 +190,44 @@ def resolve_source(
     if best is not None:
         problem = _unsupported(best.uri)
         if problem:
-            return SourceResult(None, Issue("Degraded", IssueReason.UNSUPPORTED_URI, f"{where}: {problem}"))
+            return SourceResult(None, Issue("Degraded", SourceReason.UNSUPPORTED_URI, f"{where}: {problem}"))
         return SourceResult(Version(best.uri, best.sha256, _label(ns, best.name, namespace)))
     selected = [j for j in jobs if j.namespace == ns and matches(j, wanted)]
     text = ",".join(f"{k}={v}" for k, v in sorted(wanted.items()))
     if not selected:
         return SourceResult(
-            None, Issue("Degraded", IssueReason.NO_MATCH, f"{where}.selector: no FineTuneJob in {ns} matches {text}")
+            None, Issue("Degraded", SourceReason.NO_MATCH, f"{where}.selector: no FineTuneJob in {ns} matches {text}")
         )
     running = [j for j in selected if not (j.succeeded or j.failed)]
     message = f"{where}.selector: {len(selected)} FineTuneJob(s) match {text}, none succeeded and passed its gate" + (
         f" yet ({len(running)} still running)" if running else ""
     )
-    return SourceResult(None, Issue("Progressing" if running else "Degraded", IssueReason.NOTHING_PASSED, message))
+    return SourceResult(None, Issue("Progressing" if running else "Degraded", SourceReason.NOTHING_PASSED, message))
 
 
 def _pinned(job: JobInfo, label: str, where: str) -> SourceResult:
     field_ = f"{where}.fineTuneJob"
     if job.failed:
-        return SourceResult(None, Issue("Degraded", IssueReason.FAILED, f"{field_}: FineTuneJob {label} failed"))
+        return SourceResult(None, Issue("Degraded", SourceReason.FAILED, f"{field_}: FineTuneJob {label} failed"))
     if not job.succeeded:
         phase = job.phase or "Pending"
         return SourceResult(
-            None, Issue("Progressing", IssueReason.RUNNING, f"{field_}: FineTuneJob {label} is {phase}")
+            None, Issue("Progressing", SourceReason.RUNNING, f"{field_}: FineTuneJob {label} is {phase}")
         )
     if not job.gate_passed:
         return SourceResult(
             None,
             Issue(
-                "Degraded", IssueReason.GATE_FAILED, f"{field_}: FineTuneJob {label} did not pass its evaluation gate"
+                "Degraded", SourceReason.GATE_FAILED, f"{field_}: FineTuneJob {label} did not pass its evaluation gate"
             ),
         )
     if not job.uri:
         return SourceResult(
-            None, Issue("Degraded", IssueReason.NO_ADAPTER, f"{field_}: FineTuneJob {label} reports no adapter")
+            None, Issue("Degraded", SourceReason.NO_ADAPTER, f"{field_}: FineTuneJob {label} reports no adapter")
         )
     problem = _unsupported(job.uri)
     if problem:
-        return SourceResult(None, Issue("Degraded", IssueReason.UNSUPPORTED_URI, f"{field_}: {problem}"))
+        return SourceResult(None, Issue("Degraded", SourceReason.UNSUPPORTED_URI, f"{field_}: {problem}"))
     return SourceResult(Version(job.uri, job.sha256, label))
 
 
@@ -327,7 +313,7 @@ def resolve_adapter(
         issues.append(
             Issue(
                 "Degraded",
-                IssueReason.NAME_TAKEN,
+                SourceReason.NAME_TAKEN,
                 f"{where}.name: public name {served.name!r} is already served by ModelServer "
                 f"{owner.namespace}/{owner.name}",
             )

@@ -18,16 +18,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from loraplane.api.route import AdapterVersion, PublicModel, ServerRoute, ServerStatus
 from loraplane.operator.modelserver_resolve import AdapterPlan, adapter_path
-from loraplane.operator.router_client import Route, RouteModel, RouteVersion, ServerState
 
 
-def desired_route(base_model: str, replicas: Sequence[str], plans: Iterable[AdapterPlan], mount_root: str) -> Route:
+def desired_route(
+    base_model: str, replicas: Sequence[str], plans: Iterable[AdapterPlan], mount_root: str
+) -> ServerRoute:
     """The final route: every unblocked, resolved public name with its version(s) and weights."""
     models = []
     for plan in plans:
         versions = [
-            RouteVersion(
+            AdapterVersion(
                 name=version.lora_name(plan.name),
                 path=adapter_path(version.uri, mount_root),
                 sha256=version.sha256 or None,
@@ -36,11 +38,11 @@ def desired_route(base_model: str, replicas: Sequence[str], plans: Iterable[Adap
             for version, weight in plan.versions
         ]
         if versions:
-            models.append(RouteModel(name=plan.name, versions=versions))
-    return Route(base_model=base_model, replicas=sorted(replicas), adapters=models)
+            models.append(PublicModel(name=plan.name, versions=versions))
+    return ServerRoute(base_model=base_model, replicas=sorted(replicas), adapters=models)
 
 
-def loaded_everywhere(name: str, state: ServerState | None, replicas: Sequence[str]) -> bool:
+def loaded_everywhere(name: str, state: ServerStatus | None, replicas: Sequence[str]) -> bool:
     """True when every healthy replica among `replicas` reports `name` loaded (and at least one is healthy)."""
     if state is None:
         return False
@@ -50,11 +52,11 @@ def loaded_everywhere(name: str, state: ServerState | None, replicas: Sequence[s
 
 @dataclass(frozen=True)
 class Step:
-    route: Route  # what to publish now
+    route: ServerRoute  # what to publish now
     pending: tuple[str, ...]  # new versions still loading (staged at weight 0); empty = the final route
 
 
-def next_step(desired: Route, state: ServerState | None) -> Step:
+def next_step(desired: ServerRoute, state: ServerStatus | None) -> Step:
     """The route to publish now, given the router's current state for this server (None: it holds none).
 
     The router holds at most two versions per public name, so one new version is staged at a time, next
@@ -62,7 +64,7 @@ def next_step(desired: Route, state: ServerState | None) -> Step:
     and loaded everywhere, if there is one; else the version that serves the most traffic now.
     """
     current = state.route.models() if state is not None else {}
-    models: list[RouteModel] = []
+    models: list[PublicModel] = []
     pending: list[str] = []
     for model in desired.adapters:
         now = current.get(model.name)
@@ -83,16 +85,16 @@ def next_step(desired: Route, state: ServerState | None) -> Step:
         keeper = max(ready, key=lambda v: v.weight) if ready else serving[0]
         staged = [keeper.model_copy(update={"weight": 100}), waiting[0].model_copy(update={"weight": 0})]
         pending.append(waiting[0].name)
-        models.append(RouteModel(name=model.name, versions=staged))
+        models.append(PublicModel(name=model.name, versions=staged))
     return Step(desired.model_copy(update={"adapters": models}), tuple(pending))
 
 
-def same_route(a: Route | None, b: Route | None) -> bool:
+def same_route(a: ServerRoute | None, b: ServerRoute | None) -> bool:
     """Routes compare as sets (replica order and model order do not matter)."""
     if a is None or b is None:
         return a is b
 
-    def key(r: Route) -> tuple[object, ...]:
+    def key(r: ServerRoute) -> tuple[object, ...]:
         return (
             r.base_model,
             tuple(sorted(r.replicas)),

@@ -20,39 +20,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loraplane.api.common import Condition, ConditionStatus
+from loraplane.api.conditions import ConditionType, ServerReason, get_condition, set_condition, short
 from loraplane.api.lora_rules import Problem
 from loraplane.api.modelserver import ModelServerSpec, ModelServerStatus, ReplicaAdapters, ResolvedAdapter
-from loraplane.operator.conditions import Type, get_condition, set_condition
+from loraplane.api.route import ServerStatus
 from loraplane.operator.modelserver_builders import CONTAINER, FETCH_CONTAINER, pod_ready
 from loraplane.operator.modelserver_resolve import AdapterPlan, Version
 from loraplane.operator.modelserver_route import loaded_everywhere
-from loraplane.operator.router_client import ServerState
 from loraplane.operator.status import admission_conditions, problems_message
 
-MAX_MESSAGE = 1024
-MAX_SUMMARY = 1024
+MAX_SUMMARY = 1024  # characters of status.adapterSummary
 BROKEN_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CrashLoopBackOff", "CreateContainerError"}
-
-
-class MsReason:
-    """CamelCase reasons of the ModelServer conditions."""
-
-    INVALID_SPEC = "InvalidSpec"
-    SERVING = "Serving"
-    SCALED_TO_ZERO = "ScaledToZero"
-    REPLICAS_NOT_READY = "ReplicasNotReady"
-    ROLLING_OUT = "RollingOut"
-    LOADING_ADAPTERS = "LoadingAdapters"
-    ADAPTERS_NOT_SERVED = "AdaptersNotServed"
-    CONVERGED = "Converged"
-    ROUTER_NOT_CONFIGURED = "RouterNotConfigured"
-    ROUTER_UNAVAILABLE = "RouterUnavailable"
-    ROUTER_REJECTED = "RouterRejected"
-    ADAPTER_LOAD_FAILED = "AdapterLoadFailed"
-    POD_FAILING = "PodFailing"
-    UNSCHEDULABLE = "Unschedulable"
-    DEPLOYMENT_STALLED = "ProgressDeadlineExceeded"
-    HEALTHY = "Healthy"
 
 
 @dataclass(frozen=True)
@@ -66,16 +44,11 @@ class ServerSnapshot:
     pods: Sequence[Mapping[str, Any]] = ()
     replica_urls: Mapping[str, str] = field(default_factory=dict)  # ready pod name -> URL
     plans: Sequence[AdapterPlan] = ()
-    router: ServerState | None = None  # what the router holds after this reconcile
+    router: ServerStatus | None = None  # what the router holds after this reconcile
     router_configured: bool = True
     router_error: str | None = None  # unavailable / rejected, with its message
     router_rejected: bool = False
     router_key: str = ""
-
-
-def _short(text: str, limit: int = MAX_MESSAGE) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _version_label(v: Version) -> str:
@@ -97,10 +70,10 @@ def summary(plans: Sequence[AdapterPlan]) -> str:
         elif len(routed) == 1 and plan.canary is not None and routed[0][0] is plan.canary:
             text = f"{plan.name}={_version_label(plan.canary)} (canary 100%)"
         parts.append(text)
-    return _short(", ".join(parts), MAX_SUMMARY)
+    return short(", ".join(parts), MAX_SUMMARY)
 
 
-def _served(plan: AdapterPlan, state: ServerState | None, urls: Sequence[str]) -> bool:
+def _served(plan: AdapterPlan, state: ServerStatus | None, urls: Sequence[str]) -> bool:
     """Routed with exactly the planned versions and weights, each loaded on every ready replica."""
     if state is None or plan.blocked or not plan.versions or not urls:
         return False
@@ -130,7 +103,7 @@ def resolved(plan: AdapterPlan, served: bool) -> ResolvedAdapter:
         canary_version=canary.lora_name(plan.name) if canary else None,
         canary_weight=plan.canary_weight if canary else None,
         served=served,
-        message=_short("; ".join(messages)),
+        message=short("; ".join(messages)),
     )
 
 
@@ -183,9 +156,11 @@ def modelserver_status(current: ModelServerStatus, snap: ServerSnapshot, timesta
     conds: list[Condition] = admission_conditions(current.conditions, gen, snap.problems, timestamp)
     if snap.problems or snap.spec is None:
         message = problems_message(snap.problems) if snap.problems else "spec could not be read"
-        conds = set_condition(conds, Type.READY, "False", MsReason.INVALID_SPEC, message, gen, timestamp)
-        conds = set_condition(conds, Type.PROGRESSING, "False", MsReason.INVALID_SPEC, message, gen, timestamp)
-        conds = set_condition(conds, Type.DEGRADED, "True", MsReason.INVALID_SPEC, message, gen, timestamp)
+        conds = set_condition(conds, ConditionType.READY, "False", ServerReason.INVALID_SPEC, message, gen, timestamp)
+        conds = set_condition(
+            conds, ConditionType.PROGRESSING, "False", ServerReason.INVALID_SPEC, message, gen, timestamp
+        )
+        conds = set_condition(conds, ConditionType.DEGRADED, "True", ServerReason.INVALID_SPEC, message, gen, timestamp)
         return current.model_copy(update={"conditions": conds, "observed_generation": gen})
     spec = snap.spec
     want = spec.replicas
@@ -199,10 +174,10 @@ def modelserver_status(current: ModelServerStatus, snap: ServerSnapshot, timesta
     # --- pods and the Deployment
     broken, unschedulable = _pod_problems(snap.pods)
     if broken:
-        degraded.append((MsReason.POD_FAILING, "; ".join(broken)))
+        degraded.append((ServerReason.POD_FAILING, "; ".join(broken)))
     stalled = _stalled(snap.deployment)
     if stalled:
-        degraded.append((MsReason.DEPLOYMENT_STALLED, stalled))
+        degraded.append((ServerReason.DEPLOYMENT_STALLED, stalled))
     rolled_out = (
         snap.deployment is not None
         and nums["observed"] >= nums["generation"]
@@ -212,19 +187,19 @@ def modelserver_status(current: ModelServerStatus, snap: ServerSnapshot, timesta
     )
     if want > 0 and not rolled_out:
         if unschedulable:
-            progressing.append((MsReason.UNSCHEDULABLE, "; ".join(unschedulable)))
+            progressing.append((ServerReason.UNSCHEDULABLE, "; ".join(unschedulable)))
         elif nums["updated"] < want or nums["replicas"] > want:
-            progressing.append((MsReason.ROLLING_OUT, f"rolling out: {nums['updated']}/{want} replicas updated"))
+            progressing.append((ServerReason.ROLLING_OUT, f"rolling out: {nums['updated']}/{want} replicas updated"))
         else:
-            progressing.append((MsReason.REPLICAS_NOT_READY, f"{nums['ready']}/{want} replicas ready"))
+            progressing.append((ServerReason.REPLICAS_NOT_READY, f"{nums['ready']}/{want} replicas ready"))
 
     # --- router
     if not snap.router_configured:
         degraded.append(
-            (MsReason.ROUTER_NOT_CONFIGURED, "the operator has no router URL: adapters are resolved but not loaded")
+            (ServerReason.ROUTER_NOT_CONFIGURED, "the operator has no router URL: adapters are resolved but not loaded")
         )
     elif snap.router_error:
-        reason = MsReason.ROUTER_REJECTED if snap.router_rejected else MsReason.ROUTER_UNAVAILABLE
+        reason = ServerReason.ROUTER_REJECTED if snap.router_rejected else ServerReason.ROUTER_UNAVAILABLE
         degraded.append((reason, snap.router_error))
 
     # --- adapters
@@ -238,7 +213,7 @@ def modelserver_status(current: ModelServerStatus, snap: ServerSnapshot, timesta
             (degraded if issue.severity == "Degraded" else progressing).append((issue.reason, issue.message))
         if not served and plan.versions and snap.router_configured and not snap.router_error and urls:
             names = ", ".join(v.lora_name(plan.name) for v, _ in plan.versions)
-            progressing.append((MsReason.LOADING_ADAPTERS, f"{plan.name}: loading {names} on every replica"))
+            progressing.append((ServerReason.LOADING_ADAPTERS, f"{plan.name}: loading {names} on every replica"))
 
     # --- replicas as the router sees them
     replica_status: list[ReplicaAdapters] = []
@@ -255,48 +230,50 @@ def modelserver_status(current: ModelServerStatus, snap: ServerSnapshot, timesta
                 url=url,
                 healthy=bool(seen and seen.healthy),
                 loaded=sorted(seen.loaded) if seen else [],
-                errors=[_short(e, 512) for e in errors],
+                errors=[short(e, 512) for e in errors],
             )
         )
         if seen is not None and seen.healthy:
             load_errors += [f"{name}: {k}: {v}" for k, v in seen.errors.items() if k in wanted_versions]
         elif seen is not None and snap.router_configured and not snap.router_error:
-            progressing.append((MsReason.LOADING_ADAPTERS, f"replica {name} is not reachable from the router yet"))
+            progressing.append((ServerReason.LOADING_ADAPTERS, f"replica {name} is not reachable from the router yet"))
     if load_errors:
-        degraded.append((MsReason.ADAPTER_LOAD_FAILED, "; ".join(load_errors)))
+        degraded.append((ServerReason.ADAPTER_LOAD_FAILED, "; ".join(load_errors)))
 
     # --- conditions
     ready: tuple[ConditionStatus, str, str]
     if want == 0:
-        ready = ("False", MsReason.SCALED_TO_ZERO, "spec.replicas is 0")
+        ready = ("False", ServerReason.SCALED_TO_ZERO, "spec.replicas is 0")
     elif nums["ready"] < want or not rolled_out:
-        ready = ("False", MsReason.REPLICAS_NOT_READY, f"{nums['ready']}/{want} replicas ready")
+        ready = ("False", ServerReason.REPLICAS_NOT_READY, f"{nums['ready']}/{want} replicas ready")
     elif not snap.router_configured:
-        ready = ("False", MsReason.ROUTER_NOT_CONFIGURED, "no router: adapters are not loaded")
+        ready = ("False", ServerReason.ROUTER_NOT_CONFIGURED, "no router: adapters are not loaded")
     elif snap.router_error:
-        reason = MsReason.ROUTER_REJECTED if snap.router_rejected else MsReason.ROUTER_UNAVAILABLE
+        reason = ServerReason.ROUTER_REJECTED if snap.router_rejected else ServerReason.ROUTER_UNAVAILABLE
         ready = ("False", reason, "the router does not serve this ModelServer's route")
     elif not all_served:
         pending = [a.name for a in adapters if not a.served or a.message]
-        ready = ("False", MsReason.ADAPTERS_NOT_SERVED, f"not served at the desired version: {', '.join(pending)}")
+        ready = ("False", ServerReason.ADAPTERS_NOT_SERVED, f"not served at the desired version: {', '.join(pending)}")
     elif load_errors:
-        ready = ("False", MsReason.ADAPTER_LOAD_FAILED, "; ".join(load_errors))
+        ready = ("False", ServerReason.ADAPTER_LOAD_FAILED, "; ".join(load_errors))
     else:
         count = len(snap.plans)
-        ready = ("True", MsReason.SERVING, f"{want} replica(s) serving {count} adapter(s)")
-    conds = set_condition(conds, Type.READY, ready[0], ready[1], _short(ready[2]), gen, timestamp)
+        ready = ("True", ServerReason.SERVING, f"{want} replica(s) serving {count} adapter(s)")
+    conds = set_condition(conds, ConditionType.READY, ready[0], ready[1], short(ready[2]), gen, timestamp)
     if progressing:
         reason, _ = progressing[0]
         text = "; ".join(dict.fromkeys(m for _, m in progressing))
-        conds = set_condition(conds, Type.PROGRESSING, "True", reason, _short(text), gen, timestamp)
+        conds = set_condition(conds, ConditionType.PROGRESSING, "True", reason, short(text), gen, timestamp)
     else:
-        conds = set_condition(conds, Type.PROGRESSING, "False", MsReason.CONVERGED, "converged", gen, timestamp)
+        conds = set_condition(
+            conds, ConditionType.PROGRESSING, "False", ServerReason.CONVERGED, "converged", gen, timestamp
+        )
     if degraded:
         reason, _ = degraded[0]
         text = "; ".join(dict.fromkeys(m for _, m in degraded))
-        conds = set_condition(conds, Type.DEGRADED, "True", reason, _short(text), gen, timestamp)
+        conds = set_condition(conds, ConditionType.DEGRADED, "True", reason, short(text), gen, timestamp)
     else:
-        conds = set_condition(conds, Type.DEGRADED, "False", MsReason.HEALTHY, "no drift", gen, timestamp)
+        conds = set_condition(conds, ConditionType.DEGRADED, "False", ServerReason.HEALTHY, "no drift", gen, timestamp)
 
     return current.model_copy(
         update={
@@ -330,7 +307,7 @@ def transitions(old: ModelServerStatus, new: ModelServerStatus) -> list[tuple[st
             events.append(
                 ("Normal", "CanaryStarted", f"{adapter.name}: {adapter.canary_version} at {adapter.canary_weight}%")
             )
-    for type_, kind in ((Type.DEGRADED, "Warning"), (Type.READY, "Normal")):
+    for type_, kind in ((ConditionType.DEGRADED, "Warning"), (ConditionType.READY, "Normal")):
         was, now_ = get_condition(old.conditions, type_), get_condition(new.conditions, type_)
         if (
             now_ is not None

@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from loraplane.api.common import Condition, ConditionStatus
+from loraplane.api.conditions import ConditionType, JobReason, exit_reason, get_condition, set_condition, short
 from loraplane.api.exit_codes import ExitCode
 from loraplane.api.finetunejob import AdapterArtifact, EvaluationResult, FineTuneJobStatus, Phase, Progress
 from loraplane.api.lora_rules import Problem
-from loraplane.operator.builders import CONTAINER, PROGRESS_ANNOTATION
-from loraplane.operator.conditions import Reason, Type, get_condition, set_condition
+from loraplane.api.result import PROGRESS_ANNOTATION, ProgressRecord, ResultSummary
+from loraplane.operator.builders import CONTAINER
 from loraplane.operator.status import admission_conditions
 
-MAX_MESSAGE = 1024
-
-EXIT_REASONS: dict[int, str] = {
-    int(ExitCode.UNEXPECTED): Reason.UNEXPECTED,
-    int(ExitCode.INVALID_SPEC): Reason.INVALID_SPEC,
-    int(ExitCode.INVALID_DATA): Reason.DATA_ERROR,
-    int(ExitCode.MODEL_NOT_FOUND): Reason.MODEL_NOT_FOUND,
-    int(ExitCode.REVISION_NOT_FOUND): Reason.REVISION_NOT_FOUND,
-    int(ExitCode.AUTH_FAILED): Reason.AUTH_FAILED,
-    int(ExitCode.NETWORK_UNAVAILABLE): Reason.NETWORK_UNAVAILABLE,
-    int(ExitCode.REMOTE_CODE_REFUSED): Reason.REMOTE_CODE_REFUSED,
-    int(ExitCode.OUT_OF_MEMORY): Reason.OUT_OF_MEMORY,
-    int(ExitCode.INTERRUPTED): Reason.INTERRUPTED,
-}
 IMAGE_PULL_REASONS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 STAGES: dict[str, Phase] = {"downloading": "Downloading", "training": "Training", "evaluating": "Evaluating"}
 
@@ -52,12 +38,7 @@ class Verdict:
     phase: Phase
     running: tuple[ConditionStatus, str, str]  # status, reason, message
     final: tuple[str, str, str] | None = None  # Succeeded/Failed type, reason, message
-    summary: dict[str, Any] | None = None
-
-
-def _short(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+    summary: ResultSummary | None = None
 
 
 def _job_condition(job: dict[str, Any], type_: str) -> dict[str, Any] | None:
@@ -87,17 +68,6 @@ def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
     return dict(term) if term else None
 
 
-def parse_summary(message: str | None) -> dict[str, Any] | None:
-    """The trainer's termination-message summary (JSON), or None when absent or not ours."""
-    if not message:
-        return None
-    try:
-        data = json.loads(message)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _by_age(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(pods, key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"].get("name", "")))
 
@@ -108,21 +78,20 @@ def pod_failure(pod: dict[str, Any]) -> tuple[str, str]:
     disruption = _pod_condition(pod, "DisruptionTarget")
     if disruption and disruption.get("status") == "True":
         why = disruption.get("reason") or ""
-        reason = Reason.PREEMPTED if "Preempt" in why else Reason.EVICTED
-        return reason, _short(disruption.get("message") or f"pod {pod['metadata']['name']} was disrupted ({why})")
+        reason = JobReason.PREEMPTED if "Preempt" in why else JobReason.EVICTED
+        return reason, short(disruption.get("message") or f"pod {pod['metadata']['name']} was disrupted ({why})")
     if status.get("reason") == "Evicted":
-        return Reason.EVICTED, _short(status.get("message") or "pod evicted")
+        return JobReason.EVICTED, short(status.get("message") or "pod evicted")
     term = _terminated(pod) or {}
     code = int(term.get("exitCode", 0) or 0)
-    summary = parse_summary(term.get("message"))
+    summary = ResultSummary.parse(term.get("message"))
+    said = summary.message if summary else ""
     if term.get("reason") == "OOMKilled" or code == ExitCode.OUT_OF_MEMORY:
-        text = (summary or {}).get(
-            "message"
-        ) or "the trainer ran out of memory: raise spec.resources.memory or lower spec.training.batchSize"
-        return Reason.OUT_OF_MEMORY, _short(str(text))
-    reason = EXIT_REASONS.get(code, Reason.UNEXPECTED)
-    text = (summary or {}).get("message") or term.get("message") or f"trainer exited with code {code}"
-    return reason, _short(f"exit code {code}: {text}")
+        text = said or "the trainer ran out of memory: raise spec.resources.memory or lower spec.training.batchSize"
+        return JobReason.OUT_OF_MEMORY, short(text)
+    reason = exit_reason(code)
+    text = said or term.get("message") or f"trainer exited with code {code}"
+    return reason, short(f"exit code {code}: {text}")
 
 
 def verdict(snap: Snapshot) -> Verdict:
@@ -130,41 +99,51 @@ def verdict(snap: Snapshot) -> Verdict:
     job = snap.job
     pods = _by_age(snap.pods)
     if job is None:
-        return Verdict("Pending", ("False", Reason.JOB_CREATING, "creating the training Job"))
+        return Verdict("Pending", ("False", JobReason.JOB_CREATING, "creating the training Job"))
     complete = _job_condition(job, "Complete")
     failed = _job_condition(job, "Failed")
     if complete:
         done = [p for p in pods if (p.get("status") or {}).get("phase") == "Succeeded"]
-        summary = parse_summary((_terminated(done[-1]) or {}).get("message")) if done else None
-        if summary is None or not summary.get("ok") or not summary.get("adapter"):
+        summary = ResultSummary.parse((_terminated(done[-1]) or {}).get("message")) if done else None
+        if summary is None or not summary.ok or summary.adapter is None:
             msg = "the training Job completed but its pod left no result summary in its termination message"
-            return Verdict("Failed", ("False", Reason.RESULT_MISSING, msg), (Type.FAILED, Reason.RESULT_MISSING, msg))
-        sha = str(summary["adapter"].get("sha256", ""))
+            return Verdict(
+                "Failed",
+                ("False", JobReason.RESULT_MISSING, msg),
+                (ConditionType.FAILED, JobReason.RESULT_MISSING, msg),
+            )
+        sha = summary.adapter.sha256
         return Verdict(
             "Succeeded",
-            ("False", Reason.COMPLETED, "training finished"),
-            (Type.SUCCEEDED, Reason.SUCCEEDED, f"adapter {snap.adapter_uri} sha256 {sha[:12]}"),
+            ("False", JobReason.COMPLETED, "training finished"),
+            (ConditionType.SUCCEEDED, JobReason.SUCCEEDED, f"adapter {snap.adapter_uri} sha256 {sha[:12]}"),
             summary,
         )
     if failed:
         why = failed.get("reason") or ""
         failed_pods = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
         if why == "DeadlineExceeded":
-            msg = _short(failed.get("message") or "the training Job ran longer than activeDeadlineSeconds")
+            msg = short(failed.get("message") or "the training Job ran longer than activeDeadlineSeconds")
             return Verdict(
-                "Failed", ("False", Reason.DEADLINE_EXCEEDED, msg), (Type.FAILED, Reason.DEADLINE_EXCEEDED, msg)
+                "Failed",
+                ("False", JobReason.DEADLINE_EXCEEDED, msg),
+                (ConditionType.FAILED, JobReason.DEADLINE_EXCEEDED, msg),
             )
         if failed_pods:
             reason, msg = pod_failure(failed_pods[-1])
         else:
-            reason, msg = Reason.JOB_FAILED, _short(failed.get("message") or why or "the training Job failed")
+            reason, msg = JobReason.JOB_FAILED, short(failed.get("message") or why or "the training Job failed")
         if why == "BackoffLimitExceeded":
-            msg = _short(f"{msg} (retries exhausted)")
-        return Verdict("Failed", ("False", reason, msg), (Type.FAILED, reason, msg))
+            msg = short(f"{msg} (retries exhausted)")
+        return Verdict("Failed", ("False", reason, msg), (ConditionType.FAILED, reason, msg))
     if (job.get("spec") or {}).get("suspend"):
         if snap.suspend:
-            return Verdict("Pending", ("False", Reason.SUSPENDED, "spec.suspend is true: the training Job is paused"))
-        return Verdict("Pending", ("False", Reason.QUEUED, "waiting for the queue (Kueue) to admit the training Job"))
+            return Verdict(
+                "Pending", ("False", JobReason.SUSPENDED, "spec.suspend is true: the training Job is paused")
+            )
+        return Verdict(
+            "Pending", ("False", JobReason.QUEUED, "waiting for the queue (Kueue) to admit the training Job")
+        )
     live = [
         p
         for p in pods
@@ -178,85 +157,79 @@ def verdict(snap: Snapshot) -> Verdict:
     if not live:
         if any((p.get("status") or {}).get("phase") == "Succeeded" for p in pods):
             return Verdict(
-                "Evaluating", ("True", Reason.FINISHING, "the trainer exited 0; waiting for the Job to complete")
+                "Evaluating", ("True", JobReason.FINISHING, "the trainer exited 0; waiting for the Job to complete")
             )
         if earlier_failures:
             reason, msg = pod_failure(earlier_failures[-1])
-            return Verdict("Pending", ("False", reason, _short(f"{msg}; waiting for a replacement pod")))
-        return Verdict("Pending", ("False", Reason.PENDING, "waiting for the training pod to be created"))
+            return Verdict("Pending", ("False", reason, short(f"{msg}; waiting for a replacement pod")))
+        return Verdict("Pending", ("False", JobReason.PENDING, "waiting for the training pod to be created"))
     pod = live[-1]
     phase = (pod.get("status") or {}).get("phase")
     waiting = (_container(pod).get("state") or {}).get("waiting") or {}
     if waiting.get("reason") in IMAGE_PULL_REASONS:
-        msg = _short(f"cannot pull the trainer image: {waiting.get('message') or waiting.get('reason')}")
-        return Verdict("Pending", ("False", Reason.IMAGE_PULL_FAILED, msg))
+        msg = short(f"cannot pull the trainer image: {waiting.get('message') or waiting.get('reason')}")
+        return Verdict("Pending", ("False", JobReason.IMAGE_PULL_FAILED, msg))
     if phase == "Pending":
         scheduled = _pod_condition(pod, "PodScheduled")
         if scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
-            msg = _short(f"no node can run the training pod: {scheduled.get('message', '')}")
-            return Verdict("Pending", ("False", Reason.UNSCHEDULABLE, msg))
-        return Verdict("Pending", ("False", Reason.PENDING, _short("the training pod is starting" + retry_note)))
+            msg = short(f"no node can run the training pod: {scheduled.get('message', '')}")
+            return Verdict("Pending", ("False", JobReason.UNSCHEDULABLE, msg))
+        return Verdict("Pending", ("False", JobReason.PENDING, short("the training pod is starting" + retry_note)))
     progress = parse_progress(pod)
-    stage = STAGES.get(str((progress or {}).get("stage", "")).lower())
+    stage = STAGES.get(progress.stage or "") if progress else None
     if stage is None:
-        stage = "Training" if progress and progress.get("step") else "Downloading"
-    return Verdict(stage, ("True", stage, _short(f"pod {pod['metadata']['name']} is {stage.lower()}" + retry_note)))
+        stage = "Training" if progress and progress.step else "Downloading"
+    return Verdict(stage, ("True", stage, short(f"pod {pod['metadata']['name']} is {stage.lower()}" + retry_note)))
 
 
-def parse_progress(pod: dict[str, Any]) -> dict[str, Any] | None:
-    raw = ((pod.get("metadata") or {}).get("annotations") or {}).get(PROGRESS_ANNOTATION)
-    data = parse_summary(raw)
-    return data
+def parse_progress(pod: dict[str, Any]) -> ProgressRecord | None:
+    """The progress record the trainer left on its pod (annotation loraplane.io/progress), if any."""
+    return ProgressRecord.parse(((pod.get("metadata") or {}).get("annotations") or {}).get(PROGRESS_ANNOTATION))
 
 
 def progress_of(pods: list[dict[str, Any]]) -> Progress | None:
-    """The latest progress any pod of the run reported (pod annotation loraplane.io/progress)."""
-    best: dict[str, Any] | None = None
-    for pod in _by_age(pods):
-        rec = parse_progress(pod)
-        if rec is not None:
-            best = rec
-    if best is None:
+    """The latest progress any pod of the run reported."""
+    records = [r for r in map(parse_progress, _by_age(pods)) if r is not None]
+    if not records:
         return None
-    try:
-        step, total = int(best.get("step") or 0), int(best.get("total") or 0)
-        pct = f" ({100 * step // total}%)" if total else ""
-        return Progress(
-            step=max(step, 0),
-            total_steps=max(total, 0),
-            epoch=float(best.get("epoch") or 0.0),
-            loss=float(best["loss"]) if best.get("loss") is not None else None,
-            learning_rate=float(best["learning_rate"]) if best.get("learning_rate") is not None else None,
-            tokens_per_second=float(best["tokens_per_second"]) if best.get("tokens_per_second") is not None else None,
-            eta_seconds=max(int(best["eta_seconds"]), 0) if best.get("eta_seconds") is not None else None,
-            summary=f"{step}/{total}{pct}"[:64],
-        )
-    except (TypeError, ValueError):
-        return None
+    best = records[-1]
+    step, total = max(best.step, 0), max(best.total, 0)
+    pct = f" ({100 * step // total}%)" if total else ""
+    return Progress(
+        step=step,
+        total_steps=total,
+        epoch=best.epoch,
+        loss=best.loss,
+        learning_rate=best.learning_rate,
+        tokens_per_second=best.tokens_per_second,
+        eta_seconds=max(best.eta_seconds, 0) if best.eta_seconds is not None else None,
+        summary=f"{step}/{total}{pct}"[:64],
+    )
 
 
 def _results(
-    summary: dict[str, Any], adapter_uri: str, base_model: str
+    summary: ResultSummary, adapter_uri: str, base_model: str
 ) -> tuple[AdapterArtifact, EvaluationResult | None]:
-    ad = summary.get("adapter") or {}
+    assert summary.adapter is not None
+    revision = base_model.split("@", 1)[1] if "@" in base_model else ""
     adapter = AdapterArtifact(
         uri=adapter_uri,
-        sha256=str(ad.get("sha256", ""))[:64],
-        size_bytes=int(ad.get("size_bytes") or 0),
-        trainable_params=int(summary.get("trainable_params") or 0),
+        sha256=summary.adapter.sha256[:64],
+        size_bytes=summary.adapter.size_bytes,
+        trainable_params=summary.trainable_params or 0,
         base_model=base_model.split("@", 1)[0],
-        base_model_revision=base_model.split("@", 1)[1] if "@" in base_model else "",
+        base_model_revision=revision,
     )
-    ev = summary.get("evaluation")
+    ev = summary.evaluation
     evaluation = None
-    if isinstance(ev, dict) and "base_score" in ev and "adapter_score" in ev:
+    if ev is not None:
         evaluation = EvaluationResult(
-            metric=str(ev.get("metric", "")),
-            base_score=float(ev["base_score"]),
-            adapter_score=float(ev["adapter_score"]),
-            base_loss=float(ev["base_loss"]) if ev.get("base_loss") is not None else None,
-            adapter_loss=float(ev["adapter_loss"]) if ev.get("adapter_loss") is not None else None,
-            passed=bool(ev.get("passed", True)),
+            metric=ev.metric,
+            base_score=ev.base_score,
+            adapter_score=ev.adapter_score,
+            base_loss=ev.base_loss,
+            adapter_loss=ev.adapter_loss,
+            passed=ev.passed,
         )
     return adapter, evaluation
 
@@ -273,13 +246,13 @@ def finetunejob_status(current: FineTuneJobStatus, snap: Snapshot, timestamp: st
         return current.model_copy(
             update={"conditions": conds, "phase": "Failed", "observed_generation": snap.generation}
         )
-    for type_ in (Type.SUCCEEDED, Type.FAILED):
+    for type_ in (ConditionType.SUCCEEDED, ConditionType.FAILED):
         cond = get_condition(current.conditions, type_)
         if cond is not None and cond.status == "True" and snap.job is None:
             return current.model_copy(update={"conditions": conds, "observed_generation": snap.generation})
     v = verdict(snap)
     gen = snap.generation
-    conds = set_condition(conds, Type.RUNNING, v.running[0], v.running[1], v.running[2], gen, timestamp)
+    conds = set_condition(conds, ConditionType.RUNNING, v.running[0], v.running[1], v.running[2], gen, timestamp)
     update: dict[str, Any] = {
         "phase": v.phase,
         "observed_generation": gen,
@@ -293,7 +266,7 @@ def finetunejob_status(current: FineTuneJobStatus, snap: Snapshot, timestamp: st
         update["start_time"] = current.start_time or started
     if v.final is not None:
         type_, reason, message = v.final
-        other = Type.FAILED if type_ == Type.SUCCEEDED else Type.SUCCEEDED
+        other = ConditionType.FAILED if type_ == ConditionType.SUCCEEDED else ConditionType.SUCCEEDED
         conds = set_condition(conds, type_, "True", reason, message, gen, timestamp)
         conds = set_condition(conds, other, "False", reason, message, gen, timestamp)
         update["completion_time"] = current.completion_time or timestamp
@@ -303,9 +276,9 @@ def finetunejob_status(current: FineTuneJobStatus, snap: Snapshot, timestamp: st
             passed = evaluation.passed if evaluation else True
             conds = set_condition(
                 conds,
-                Type.EVALUATION_PASSED,
+                ConditionType.EVALUATION_PASSED,
                 "True" if passed else "False",
-                Reason.GATE_PASSED if passed else Reason.GATE_FAILED,
+                JobReason.GATE_PASSED if passed else JobReason.GATE_FAILED,
                 _gate_message(evaluation),
                 gen,
                 timestamp,

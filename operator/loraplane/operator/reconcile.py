@@ -12,11 +12,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from loraplane.api.common import API_VERSION
+from loraplane.api.conditions import ConditionType, get_condition, now
 from loraplane.api.finetunejob import FineTuneJobSpec, FineTuneJobStatus
 from loraplane.operator import builders, kube, metrics
 from loraplane.operator.builders import LABEL_JOB, Owner
 from loraplane.operator.coalesce import Coalescer
-from loraplane.operator.conditions import Type, get_condition, now
 from loraplane.operator.observe import Snapshot, finetunejob_status
 from loraplane.operator.settings import OperatorSettings
 from loraplane.operator.status import status_patch
@@ -61,7 +61,7 @@ def wants_round(event_type: str | None, body: Mapping[str, Any]) -> bool:
 def is_finished(status: FineTuneJobStatus) -> bool:
     return any(
         (c := get_condition(status.conditions, t)) is not None and c.status == "True"
-        for t in (Type.SUCCEEDED, Type.FAILED)
+        for t in (ConditionType.SUCCEEDED, ConditionType.FAILED)
     )
 
 
@@ -128,11 +128,14 @@ def _not_started(job: Mapping[str, Any]) -> bool:
 
 def _transition_event(old: FineTuneJobStatus, new: FineTuneJobStatus) -> tuple[str, str, str] | None:
     """The Event a status change deserves (one per transition of phase or explaining reason)."""
-    for type_ in (Type.FAILED, Type.SUCCEEDED):
+    for type_ in (ConditionType.FAILED, ConditionType.SUCCEEDED):
         before, after = get_condition(old.conditions, type_), get_condition(new.conditions, type_)
         if after is not None and after.status == "True" and (before is None or before.status != "True"):
-            return ("Warning" if type_ == Type.FAILED else "Normal", after.reason, after.message)
-    before, after = get_condition(old.conditions, Type.RUNNING), get_condition(new.conditions, Type.RUNNING)
+            return ("Warning" if type_ == ConditionType.FAILED else "Normal", after.reason, after.message)
+    before, after = (
+        get_condition(old.conditions, ConditionType.RUNNING),
+        get_condition(new.conditions, ConditionType.RUNNING),
+    )
     if after is not None and (old.phase != new.phase or before is None or before.reason != after.reason):
         warning = after.status == "False" and after.reason not in ("Pending", "JobCreating", "Suspended", "Queued")
         return ("Warning" if warning else "Normal", after.reason, f"{new.phase}: {after.message}")

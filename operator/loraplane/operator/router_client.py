@@ -1,12 +1,11 @@
 """The one module that talks to the router's admin API (the operator never calls vLLM directly).
 
-The operator publishes one :class:`Route` per ModelServer (`PUT /admin/v1/servers/{key}`); the router
-loads and unloads the adapters on each replica (its adapter manager) and reports back what every replica
-holds (`GET /admin/v1/servers/{key}`). The models below mirror the router's table types
-(`loraplane.serving.router.table`, snake_case JSON) without importing them, so the operator image does not
-pull in the serving stack; a contract test checks that both sides accept each other's JSON.
+The operator publishes one :class:`~loraplane.api.route.ServerRoute` per ModelServer
+(`PUT /admin/v1/servers/{key}`); the router loads and unloads the adapters on each replica (its adapter
+manager) and reports back what every replica holds (`GET`, a :class:`~loraplane.api.route.ServerStatus`).
+Both sides use the models of :mod:`loraplane.api.route`.
 
-Standard library only (urllib): calls are synchronous and run in kopf's handler threads.
+urllib only: calls are synchronous and run in kopf's handler threads.
 """
 
 from __future__ import annotations
@@ -16,70 +15,11 @@ import logging
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from loraplane.api.route import ADMIN_PREFIX, ServerRoute, ServerStatus
 
 logger = logging.getLogger(__name__)
-
-ADMIN_PREFIX = "/admin/v1/servers"
-
-
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class RouteVersion(_Wire):
-    """One adapter version: its name on vLLM, where the replicas read it, and its share of the traffic."""
-
-    name: str
-    path: str
-    sha256: str | None = None
-    weight: int = 100
-
-
-class RouteModel(_Wire):
-    """A public model name and the version(s) behind it (one stable, or stable + canary)."""
-
-    name: str
-    versions: list[RouteVersion]
-
-
-class Route(_Wire):
-    """The router's table entry of one ModelServer (its `ServerRoute`)."""
-
-    base_model: str
-    replicas: list[str]
-    adapters: list[RouteModel] = Field(default_factory=list)
-
-    def models(self) -> dict[str, RouteModel]:
-        return {m.name: m for m in self.adapters}
-
-    def wire(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-
-@dataclass(frozen=True)
-class ReplicaState:
-    """What the router last observed on one replica."""
-
-    url: str
-    healthy: bool
-    loaded: frozenset[str]
-    errors: Mapping[str, str] = field(default_factory=dict)  # adapter version -> message
-
-
-@dataclass(frozen=True)
-class ServerState:
-    """`GET /admin/v1/servers/{key}`: the route the router holds and each replica's state."""
-
-    route: Route
-    replicas: tuple[ReplicaState, ...]
-
-    def replica(self, url: str) -> ReplicaState | None:
-        return next((r for r in self.replicas if r.url == url), None)
 
 
 class RouterError(Exception):
@@ -111,52 +51,6 @@ def _error_text(raw: bytes) -> str:
         if isinstance(data.get("detail"), str):
             return str(data["detail"])
     return text.strip()[:500]
-
-
-def _str_list(value: Any) -> list[str]:
-    if isinstance(value, Mapping):
-        return [str(k) for k in value]
-    if isinstance(value, list | tuple | set | frozenset):
-        return [str(v) for v in value]
-    return []
-
-
-def _errors(value: Any) -> dict[str, str]:
-    if isinstance(value, Mapping):
-        return {str(k): str(v) for k, v in value.items()}
-    if isinstance(value, list):
-        out: dict[str, str] = {}
-        for item in value:
-            if isinstance(item, Mapping):
-                key = str(item.get("adapter") or item.get("name") or "?")
-                out[key] = str(item.get("message") or item.get("error") or "")
-            else:
-                out[str(item)] = str(item)
-        return out
-    return {}
-
-
-def parse_replica(url: str | None, data: Mapping[str, Any]) -> ReplicaState:
-    """One replica entry of the router's report (tolerant of list-or-dict shapes)."""
-    return ReplicaState(
-        url=str(url or data.get("url") or data.get("replica") or ""),
-        healthy=bool(data.get("healthy", False)),
-        loaded=frozenset(_str_list(data.get("loaded", data.get("loaded_adapters", [])))),
-        errors=_errors(data.get("errors") or {}),
-    )
-
-
-def parse_server_state(data: Mapping[str, Any]) -> ServerState:
-    """The body of `GET /admin/v1/servers/{key}`: `{"route": ServerRoute, "replicas": [...] | {url: {...}}}`."""
-    route_data = data.get("route") if isinstance(data.get("route"), Mapping) else data
-    route = Route.model_validate(route_data)
-    raw = data.get("replicas_status", data.get("status", data.get("replicas")))
-    replicas: list[ReplicaState] = []
-    if isinstance(raw, Mapping):
-        replicas = [parse_replica(url, v) for url, v in raw.items() if isinstance(v, Mapping)]
-    elif isinstance(raw, list):
-        replicas = [parse_replica(None, v) for v in raw if isinstance(v, Mapping)]
-    return ServerState(route=route, replicas=tuple(replicas))
 
 
 class RouterClient:
@@ -194,21 +88,18 @@ class RouterClient:
         except (OSError, urllib.error.URLError) as exc:  # refused, reset, timeout, DNS
             raise RouterUnavailable(f"{method} {self.base_url}: {exc}") from exc
 
-    def put(self, key: str, route: Route) -> None:
+    def put(self, key: str, route: ServerRoute) -> None:
         """Publish (create or replace) the route of server `key`."""
-        self._call("PUT", key, route.wire())
+        self._call("PUT", key, route.model_dump(mode="json"))
         logger.info("router: published %s (%d replicas, %d models)", key, len(route.replicas), len(route.adapters))
 
-    def get(self, key: str) -> ServerState | None:
+    def get(self, key: str) -> ServerStatus | None:
         """The route and per-replica state the router holds for `key`, or None when it holds none."""
         status, raw = self._call("GET", key)
         if status == 404:
             return None
         try:
-            data = json.loads(raw)
-            if not isinstance(data, Mapping):
-                raise ValueError("not an object")
-            return parse_server_state(data)
+            return ServerStatus.model_validate_json(raw)
         except ValueError as exc:
             raise RouterUnavailable(f"GET {ADMIN_PREFIX}/{key}: unexpected body ({exc})") from exc
 

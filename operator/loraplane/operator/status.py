@@ -6,18 +6,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from loraplane.api.common import Condition
+from loraplane.api.conditions import ConditionType, JobReason, set_condition, short
 from loraplane.api.finetunejob import FineTuneJobStatus
 from loraplane.api.lora_rules import Problem
 from loraplane.api.modelserver import ModelServerStatus
-from loraplane.operator.conditions import Reason, Type, set_condition
-
-MAX_MESSAGE = 1024
 
 
 def problems_message(problems: Sequence[Problem]) -> str:
     """One short message listing every problem (bounded, so it fits in a condition and an Event)."""
-    text = "; ".join(str(p) for p in problems)
-    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+    return short("; ".join(str(p) for p in problems))
 
 
 def admission_conditions(
@@ -26,10 +23,16 @@ def admission_conditions(
     """Conditions after checking a spec: Accepted=True, or Accepted=False + Failed=True (InvalidSpec)."""
     if problems:
         message = problems_message(problems)
-        conds = set_condition(conditions, Type.ACCEPTED, "False", Reason.INVALID_SPEC, message, generation, timestamp)
-        return set_condition(conds, Type.FAILED, "True", Reason.INVALID_SPEC, message, generation, timestamp)
-    conds = set_condition(conditions, Type.ACCEPTED, "True", Reason.SPEC_VALID, "spec is valid", generation, timestamp)
-    return [c for c in conds if not (c.type == Type.FAILED and c.reason == Reason.INVALID_SPEC)]
+        conds = set_condition(
+            conditions, ConditionType.ACCEPTED, "False", JobReason.INVALID_SPEC, message, generation, timestamp
+        )
+        return set_condition(
+            conds, ConditionType.FAILED, "True", JobReason.INVALID_SPEC, message, generation, timestamp
+        )
+    conds = set_condition(
+        conditions, ConditionType.ACCEPTED, "True", JobReason.SPEC_VALID, "spec is valid", generation, timestamp
+    )
+    return [c for c in conds if not (c.type == ConditionType.FAILED and c.reason == JobReason.INVALID_SPEC)]
 
 
 def finetunejob_admission_status(

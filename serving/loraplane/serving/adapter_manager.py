@@ -9,7 +9,6 @@ before unloading, the router stops sending it new requests and in-flight ones fi
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -17,7 +16,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Protocol, TypeVar
 
-from loraplane.api.artifact import RESULT_FILE, adapter_digest, verify
+from loraplane.api.artifact import verify
+from loraplane.api.result import RESULT_FILE, TrainingResult
 from loraplane.serving.vllm_client import ReplicaUnavailable, VllmClient, VllmError
 
 logger = logging.getLogger(__name__)
@@ -73,11 +73,8 @@ def check_adapter(adapter: DesiredAdapter) -> None:
     problems = verify(directory)
     if problems:
         raise AdapterRefused(f"adapter {adapter.path} does not match its {RESULT_FILE}: {'; '.join(problems[:5])}")
-    recorded = json.loads((directory / RESULT_FILE).read_text())["adapter"]
-    digest = adapter_digest(recorded["files"])
-    claimed = recorded.get("sha256")
-    if claimed is not None and claimed != digest:
-        raise AdapterRefused(f"{RESULT_FILE} adapter.sha256 {claimed} does not match its file list ({digest})")
+    result = TrainingResult.read(directory)
+    digest = result.adapter.sha256 if result and result.adapter else ""
     if adapter.sha256 is not None and adapter.sha256 != digest:
         raise AdapterRefused(f"adapter {adapter.path} is version {digest}, expected {adapter.sha256}")
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loraplane.api.finetunejob import EvaluationGate, EvaluationSpec
+from loraplane.api.result import Evaluation, Sample
 from loraplane.trainer.data import Example
 
 logger = logging.getLogger(__name__)
@@ -174,27 +175,25 @@ def evaluation_report(
     general_held: list[Example],
     spec: EvaluationSpec,
     losses: dict[str, float] | None = None,
-) -> dict[str, Any] | None:
+) -> Evaluation | None:
     """result.json's `evaluation`: base vs adapter on the held-out set (task metric, and the loss when
     `losses` has it), the gate, and general-ability retention."""
     if not held_out:
         return None
     max_new = min(128, max(len(tokenizer(e.answer)["input_ids"]) for e in held_out) + 32)
     sbs = side_by_side(model, tokenizer, held_out, spec.metric, max_new_tokens=max_new)
-    report: dict[str, Any] = {
-        "metric": sbs.metric,
-        "base_score": round(sbs.base_score, 4),
-        "adapter_score": round(sbs.adapter_score, 4),
-        "examples": len(held_out),
+    general = side_by_side(model, tokenizer, general_held, "Contains", max_new_tokens=48) if general_held else None
+    return Evaluation(
+        metric=sbs.metric,
+        base_score=round(sbs.base_score, 4),
+        adapter_score=round(sbs.adapter_score, 4),
+        examples=len(held_out),
         **loss_report(losses or {}),
-        "passed": gate_passed(spec.gate, sbs.base_score, sbs.adapter_score),
-        "samples": [
-            {"prompt": e.prompt[-1]["content"][:200], "answer": e.answer, "base": b[:200], "adapter": a[:200]}
+        passed=gate_passed(spec.gate, sbs.base_score, sbs.adapter_score),
+        samples=[
+            Sample(prompt=e.prompt[-1]["content"][:200], answer=e.answer, base=b[:200], adapter=a[:200])
             for e, b, a in list(zip(held_out, sbs.base_predictions, sbs.adapter_predictions, strict=True))[:5]
         ],
-    }
-    if general_held:
-        gen = side_by_side(model, tokenizer, general_held, "Contains", max_new_tokens=48)
-        report["general_base_score"] = round(gen.base_score, 4)
-        report["general_adapter_score"] = round(gen.adapter_score, 4)
-    return report
+        general_base_score=round(general.base_score, 4) if general else None,
+        general_adapter_score=round(general.adapter_score, 4) if general else None,
+    )

@@ -21,8 +21,9 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from loraplane.api.result import PROGRESS_ANNOTATION, ProgressRecord
+
 logger = logging.getLogger(__name__)
-ANNOTATION = "loraplane.io/progress"
 DEFAULT_TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
@@ -47,8 +48,8 @@ class PodAnnotator:
             host = f"[{host}]"
         return cls(f"https://{host}:{port}", namespace, pod, token_dir)
 
-    def annotate(self, value: dict[str, Any]) -> None:
-        body = json.dumps({"metadata": {"annotations": {ANNOTATION: json.dumps(value, separators=(",", ":"))}}})
+    def annotate(self, record: ProgressRecord) -> None:
+        body = json.dumps({"metadata": {"annotations": {PROGRESS_ANNOTATION: record.compact()}}})
         request = urllib.request.Request(
             self.url,
             data=body.encode(),
@@ -76,8 +77,8 @@ class KubeProgress(TrainerCallback):
         now = time.monotonic()
         if not force and stage == self.stage and now - self.last < self.interval:
             return
-        history = getattr(self.progress, "history", None) or [{}]
-        record = {**history[-1], "stage": stage}
+        history = getattr(self.progress, "history", None) or [ProgressRecord()]
+        record = history[-1].model_copy(update={"stage": stage})
         self.stage, self.last = stage, now
         try:
             self.annotator.annotate(record)

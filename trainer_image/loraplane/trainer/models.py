@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -42,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loraplane.api.artifact import sha256_file
 from loraplane.api.common import ModelSource, SecretKeyRef
 from loraplane.trainer.errors import (
     AuthFailed,
@@ -269,14 +269,6 @@ def _resolve_local(path: Path, uri: str, cache_dir: Path) -> Path:
 # GGUF -> plain checkpoint
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     """An exclusive advisory lock (released when the process dies, so a killed run never blocks the next)."""
@@ -291,7 +283,7 @@ def _file_lock(path: Path) -> Iterator[None]:
 def dequantize_gguf(gguf_file: Path, cache_dir: Path, *, uri: str = "") -> Path:
     """The plain float32 checkpoint of a GGUF file, converted once into CACHE_DIR/gguf/<sha256[:16]>/."""
     started = time.monotonic()
-    sha = file_sha256(gguf_file)
+    sha = sha256_file(gguf_file)
     root = cache_dir / "gguf"
     target = root / sha[:16]
     if (target / GGUF_MARKER).is_file():

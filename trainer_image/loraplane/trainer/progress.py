@@ -1,13 +1,12 @@
-"""Progress reporting: one JSON line per log step on stdout (for the operator), a bar on a terminal.
+"""Progress reporting: one JSON line per log step on stdout (for local mode), a bar on a terminal.
 
-Line format (stable, parsed by the operator):
-    LORAPLANE_PROGRESS {"step": 12, "total": 60, "epoch": 0.6, "loss": 1.93, "learning_rate": 1.8e-05,
-                        "tokens_per_second": 231.5, "eta_seconds": 95}
+Line format (:class:`loraplane.api.result.ProgressRecord`, parsed by local mode):
+    LORAPLANE_PROGRESS {"step":12,"total":60,"epoch":0.6,"loss":1.93,"learning_rate":1.8e-05,
+                        "tokens_per_second":231.5,"eta_seconds":95}
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import sys
@@ -18,30 +17,27 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from loraplane.api.result import ProgressRecord
+
 logger = logging.getLogger(__name__)
-PREFIX = "LORAPLANE_PROGRESS "
 COMPLETE_MARKER = "LORAPLANE_COMPLETE"
 
 
-def progress_record(state: TrainerState, elapsed: float, tokens: float, logs: dict[str, Any] | None) -> dict[str, Any]:
+def progress_record(state: TrainerState, elapsed: float, tokens: float, logs: dict[str, Any] | None) -> ProgressRecord:
     """The machine-readable progress of a run (pure)."""
     step, total = state.global_step, state.max_steps
     rate = step / elapsed if elapsed > 0 and step else 0.0
-    record: dict[str, Any] = {
-        "step": step,
-        "total": total,
-        "epoch": round(state.epoch or 0.0, 3),
-        "tokens_per_second": round(tokens / elapsed, 1) if elapsed > 0 else 0.0,
-        "eta_seconds": int((total - step) / rate) if rate > 0 else None,
-    }
     logs = logs or {}
-    if "loss" in logs:
-        record["loss"] = round(float(logs["loss"]), 4)
-    if "learning_rate" in logs:
-        record["learning_rate"] = float(logs["learning_rate"])
-    if "eval_loss" in logs:
-        record["eval_loss"] = round(float(logs["eval_loss"]), 4)
-    return record
+    return ProgressRecord(
+        step=step,
+        total=total,
+        epoch=round(state.epoch or 0.0, 3),
+        tokens_per_second=round(tokens / elapsed, 1) if elapsed > 0 else 0.0,
+        eta_seconds=int((total - step) / rate) if rate > 0 else None,
+        loss=round(float(logs["loss"]), 4) if "loss" in logs else None,
+        learning_rate=float(logs["learning_rate"]) if "learning_rate" in logs else None,
+        eval_loss=round(float(logs["eval_loss"]), 4) if "eval_loss" in logs else None,
+    )
 
 
 class ProgressCallback(TrainerCallback):
@@ -53,7 +49,7 @@ class ProgressCallback(TrainerCallback):
         self.start = 0.0
         self.start_step = 0
         self.start_tokens = 0.0
-        self.history: list[dict[str, Any]] = []
+        self.history: list[ProgressRecord] = []
         self._progress: Any = None
         self._task: Any = None
 
@@ -76,15 +72,16 @@ class ProgressCallback(TrainerCallback):
             self._progress.start()
             self._task = self._progress.add_task("train", total=state.max_steps, completed=state.global_step, info="")
 
-    def _record(self, state: TrainerState, logs: dict[str, Any] | None) -> dict[str, Any]:
+    def _record(self, state: TrainerState, logs: dict[str, Any] | None) -> ProgressRecord:
         elapsed = time.monotonic() - self.start
         tokens = float(state.num_input_tokens_seen or 0) - self.start_tokens
         shifted = TrainerState(
             global_step=state.global_step - self.start_step, max_steps=state.max_steps - self.start_step
         )
         rec = progress_record(shifted, elapsed, tokens, logs)
-        rec.update(step=state.global_step, total=state.max_steps, epoch=round(state.epoch or 0.0, 3))
-        return rec
+        return rec.model_copy(
+            update={"step": state.global_step, "total": state.max_steps, "epoch": round(state.epoch or 0.0, 3)}
+        )
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
         if self._progress is not None:
@@ -103,10 +100,10 @@ class ProgressCallback(TrainerCallback):
         rec = self._record(state, logs)
         self.history.append(rec)
         if self.emit_lines:
-            sys.stdout.write(PREFIX + json.dumps(rec) + "\n")
+            sys.stdout.write(rec.line() + "\n")
             sys.stdout.flush()
-        if self._progress is not None and "loss" in rec:
-            self._progress.update(self._task, info=f"loss {rec['loss']:.3f}  {rec['tokens_per_second']:.0f} tok/s")
+        if self._progress is not None and rec.loss is not None:
+            self._progress.update(self._task, info=f"loss {rec.loss:.3f}  {rec.tokens_per_second or 0:.0f} tok/s")
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
         if self._progress is not None:

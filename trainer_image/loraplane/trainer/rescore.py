@@ -6,17 +6,16 @@ and the same report as training writes into result.json.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from loraplane.api.artifact import RESULT_FILE
+from loraplane.api.result import RESULT_FILE, Evaluation, TrainingResult
 from loraplane.api.trainer_spec import TrainerSpec
 from loraplane.trainer.errors import InvalidSpec
 
 
-def rescore(spec: TrainerSpec, adapter_dir: Path) -> dict[str, Any] | None:
+def rescore(spec: TrainerSpec, adapter_dir: Path) -> Evaluation | None:
     """result.json-style `evaluation` of the adapter in `adapter_dir` under `spec.evaluation`."""
     import torch
     from peft import PeftModel
@@ -26,11 +25,13 @@ def rescore(spec: TrainerSpec, adapter_dir: Path) -> dict[str, Any] | None:
     from loraplane.trainer.models import resolve_model
     from loraplane.trainer.train import load_examples
 
-    result = json.loads((adapter_dir / RESULT_FILE).read_text(encoding="utf-8"))
+    result = TrainingResult.read(adapter_dir)
+    if result is None or result.base_model is None:
+        raise InvalidSpec(f"{adapter_dir} has no readable {RESULT_FILE}: not a finished adapter")
     if not spec.evaluation.held_out_uri and spec.dataset.validation_split == 0:
         raise InvalidSpec("no held-out data: give a held-out set", field="spec.evaluation.heldOutUri")
     token = os.environ.get(spec.hub_token_env) or None
-    base = Path(result["base_model"]["path"])
+    base = Path(result.base_model.path)
     if not base.is_dir():
         base = resolve_model(
             spec.base_model,

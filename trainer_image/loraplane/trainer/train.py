@@ -21,12 +21,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from loraplane.api.artifact import describe_adapter, sha256_json
+from loraplane.api.conditions import JobReason
 from loraplane.api.exit_codes import ExitCode
 from loraplane.api.lora_rules import ALL_LINEAR, default_target_modules, servability_problems
+from loraplane.api.result import BaseModelInfo, DatasetInfo, Outcome, TrainingResult
 from loraplane.api.trainer_spec import TrainerSpec
 from loraplane.trainer import data as data_mod
 from loraplane.trainer.errors import Interrupted, InvalidData, InvalidSpec, OutOfMemory, TrainerError
-from loraplane.trainer.result import adapter_digest, file_digests, spec_hash, summary, write_result
 
 logger = logging.getLogger("loraplane.trainer")
 CHECKPOINTS = "checkpoints"
@@ -151,7 +153,7 @@ def load_examples(
     return splits, held[: ev.max_samples], general_held[: ev.max_samples]
 
 
-def run(spec: TrainerSpec, *, raw_spec: dict[str, Any], progress: Any = None) -> dict[str, Any]:
+def run(spec: TrainerSpec, *, raw_spec: dict[str, Any], progress: Any = None) -> TrainingResult | None:
     """Train, evaluate and write the adapter; returns the result (also written to result.json)."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -326,7 +328,7 @@ def run(spec: TrainerSpec, *, raw_spec: dict[str, Any], progress: Any = None) ->
         adapter = loss_report(losses)
         metrics["eval_loss"], metrics["perplexity"] = adapter["adapter_loss"], adapter["adapter_perplexity"]
     if rank() != 0:
-        return {"ok": True, "rank": rank()}
+        return None  # rank 0 evaluates and writes the artifact
 
     evaluation = evaluation_report(trainer.model, tokenizer, held_out, general_held, spec.evaluation, losses)
     t = timer.lap("eval_seconds", t)
@@ -344,50 +346,38 @@ def run(spec: TrainerSpec, *, raw_spec: dict[str, Any], progress: Any = None) ->
         merged.save_pretrained(str(out_dir / "merged"))
         tokenizer.save_pretrained(str(out_dir / "merged"))
     shutil.rmtree(ckpt_dir, ignore_errors=True)
-    files = file_digests(out_dir)
-    size = sum((out_dir / name).stat().st_size for name in files)
+    adapter_files = describe_adapter(out_dir, target_modules=targets, r=spec.lora.r, alpha=spec.lora.alpha)
     timer.lap("save_seconds", t)
     timer.marks["total_seconds"] = round(time.monotonic() - timer.start, 3)
 
     import peft
     import transformers
 
-    result: dict[str, Any] = {
-        "ok": True,
-        "code": int(ExitCode.SUCCESS),
-        "reason": "Succeeded",
-        "name": spec.name,
-        "adapter": {
-            "path": str(out_dir),
-            "sha256": adapter_digest(files),
-            "size_bytes": size,
-            "files": files,
-            "target_modules": targets,
-            "r": spec.lora.r,
-            "alpha": spec.lora.alpha,
-        },
-        "trainable_params": trainable,
-        "total_params": total,
-        "base_model": {
-            "uri": spec.base_model.uri,
-            "revision": resolved.revision,
-            "family": resolved.family,
-            "path": str(resolved.path),
-        },
-        "dataset": {"uri": spec.dataset.uri, "sha256": splits.dataset_hash, "records": splits.records},
-        "spec_sha256": spec_hash(raw_spec),
-        "metrics": metrics,
-        "evaluation": evaluation,
-        "durations": timer.marks,
-        "loss_history": [r for r in getattr(progress, "history", []) if "loss" in r],
-        "versions": {
+    result = TrainingResult(
+        ok=True,
+        code=int(ExitCode.SUCCESS),
+        reason=JobReason.SUCCEEDED,
+        name=spec.name,
+        adapter=adapter_files,
+        trainable_params=trainable,
+        total_params=total,
+        base_model=BaseModelInfo(
+            uri=spec.base_model.uri, revision=resolved.revision, family=resolved.family, path=str(resolved.path)
+        ),
+        dataset=DatasetInfo(uri=spec.dataset.uri, sha256=splits.dataset_hash, records=splits.records),
+        spec_sha256=sha256_json(raw_spec),
+        metrics=metrics,
+        evaluation=evaluation,
+        durations=timer.marks,
+        loss_history=[r for r in getattr(progress, "history", []) if r.loss is not None],
+        versions={
             "python": platform.python_version(),
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "peft": peft.__version__,
         },
-    }
-    write_result(out_dir, result)
+    )
+    result.write(out_dir)
     return result
 
 
@@ -414,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     term = _termination_path(ns.termination_log)
-    result: dict[str, Any]
+    outcome: Outcome
     try:
         spec = load_spec(ns.spec)
         overrides = {k: v for k, v in {"output_dir": ns.output_dir, "cache_dir": ns.cache_dir}.items() if v}
@@ -425,32 +415,35 @@ def main(argv: list[str] | None = None) -> int:
         raw = json.loads(ns.spec.read_text(encoding="utf-8"))
         result = run(spec, raw_spec=raw)
         code = ExitCode.SUCCESS
-        if result.get("ok") and "adapter" in result:
-            ev = result.get("evaluation") or {}
+        outcome = result or Outcome(ok=True, code=int(code), reason=JobReason.SUCCEEDED)
+        if result is not None and result.adapter is not None:
+            ev = result.evaluation
             logger.info(
                 "adapter %s sha256=%s; %s base=%s adapter=%s passed=%s",
-                result["adapter"]["path"],
-                result["adapter"]["sha256"][:12],
-                ev.get("metric"),
-                ev.get("base_score"),
-                ev.get("adapter_score"),
-                ev.get("passed"),
+                result.adapter.path,
+                result.adapter.sha256[:12],
+                ev.metric if ev else None,
+                ev.base_score if ev else None,
+                ev.adapter_score if ev else None,
+                ev.passed if ev else None,
             )
     except TrainerError as exc:
         (logger.warning if exc.code == ExitCode.INTERRUPTED else logger.error)("%s: %s", exc.reason, exc)
         code = exc.code
-        result = {"ok": False, "code": int(code), "reason": exc.reason, "message": str(exc)}
+        outcome = Outcome(ok=False, code=int(code), reason=exc.reason, message=str(exc))
     except MemoryError as exc:
         code = ExitCode.OUT_OF_MEMORY
-        result = {"ok": False, "code": int(code), "reason": "OutOfMemory", "message": f"out of host memory: {exc}"}
+        outcome = Outcome(
+            ok=False, code=int(code), reason=JobReason.OUT_OF_MEMORY, message=f"out of host memory: {exc}"
+        )
         logger.error("OutOfMemory: %s", exc)
     except Exception as exc:  # the contract: anything else is exit code 1, with the traceback
         logger.exception("unexpected error")
         code = ExitCode.UNEXPECTED
-        result = {"ok": False, "code": int(code), "reason": "Unexpected", "message": f"{type(exc).__name__}: {exc}"}
+        outcome = Outcome(ok=False, code=int(code), reason=JobReason.UNEXPECTED, message=f"{type(exc).__name__}: {exc}")
     if term is not None and rank() == 0:
         try:
-            term.write_text(summary(result), encoding="utf-8")
+            term.write_text(outcome.summary().encode(), encoding="utf-8")
         except OSError as exc:
             logger.warning("cannot write the termination message to %s: %s", term, exc)
     return int(code)

@@ -9,30 +9,29 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from loraplane.api.route import ADMIN_PREFIX, ReplicaStatus, ServerStatus
 from loraplane.serving.router import auth
 from loraplane.serving.router.errors import RouterError, bad_request
 from loraplane.serving.router.settings import RouterSettings
 from loraplane.serving.router.state import RouterState
 from loraplane.serving.router.table import ServerRoute, conflict
 
-PREFIX = "/admin/v1/servers"
+PREFIX = ADMIN_PREFIX
 
 
 def server_status(state: RouterState, name: str) -> dict[str, Any]:
     """The route as stored and, per replica, its health, the versions it holds and load errors."""
     route = state.routes[name]
-    replicas = []
-    for url in route.replicas:
-        report = state.reports.get(url)
-        replicas.append(
-            {
-                "url": url,
-                "healthy": state.healthy.get(url, False),
-                "loaded": sorted(state.loaded.get(url, frozenset())),
-                "errors": dict(report.errors) if report else {},
-            }
+    replicas = [
+        ReplicaStatus(
+            url=url,
+            healthy=state.healthy.get(url, False),
+            loaded=sorted(state.loaded.get(url, frozenset())),
+            errors=dict(report.errors) if (report := state.reports.get(url)) else {},
         )
-    return {"name": name, "route": route.model_dump(), "replicas": replicas}
+        for url in route.replicas
+    ]
+    return ServerStatus(name=name, route=route, replicas=replicas).model_dump(mode="json")
 
 
 class Admin:
