@@ -32,7 +32,7 @@ RUN --mount=from=uv,source=/uv,target=/usr/local/bin/uv \
     req=/opt/loraplane/requirements/torch.txt; set --; \
     case "$TORCH_VARIANT" in \
       pypi) ;; \
-      cpu) grep -vE '^(nvidia-|triton==)' "$req" \
+      cpu) grep -vE '^(nvidia-|triton==|cuda-)' "$req" \
              | sed -E 's/^(torch|torchvision|torchaudio)==([0-9.]+)$/\1==\2+cpu/' >/tmp/torch-cpu.txt; \
            req=/tmp/torch-cpu.txt; \
            set -- --extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match ;; \
