@@ -293,7 +293,9 @@ start_apiserver() {
   # With a real node the apiserver listens on the bridge address, which is also what the `kubernetes`
   #   Service points at (pods reach it there through kube-proxy).
   local endpoints=(--advertise-address="$HOST" --endpoint-reconciler-type=none)
-  $REAL_NODE && endpoints=(--advertise-address="$API_HOST" --endpoint-reconciler-type=lease)
+  # The real kubelet is reached at its InternalIP (its hostname would be looked up in the machine's DNS).
+  $REAL_NODE && endpoints=(--advertise-address="$API_HOST" --endpoint-reconciler-type=lease
+                           --kubelet-preferred-address-types=InternalIP,Hostname)
   start kube-apiserver "$BIN/kube-apiserver" \
     --bind-address="$API_HOST" --secure-port="$API_PORT" \
     "${endpoints[@]}" \
@@ -480,6 +482,7 @@ cmd_up() {
     mkdir -p "$NODE_DIR"
     BIN="$("$HACK_DIR/build-node.sh" | tail -n 1)" || { log "hack/build-node.sh failed (see above)"; exit 1; }
     node_prepare
+    DEADLINE=$((SECONDS + TIMEOUT))   # the first preparation on a machine builds; the wait starts now
   fi
   ensure_pki
   write_configs

@@ -362,13 +362,12 @@ node_iptables_clean() {
     command -v $ipt >/dev/null || continue
     for table in filter nat mangle; do
       # rules that jump to our chains, then the chains (kube-proxy's KUBE-*, the CNI's CNI-*, ours)
-      $ipt -w -t $table -S 2>/dev/null | grep -E '^-A .* -j (KUBE-|CNI-|LORAPLANE-)' | sed 's/^-A/-D/' | while read -r rule; do
-        eval "$ipt -w -t $table $rule" 2>/dev/null || true
-      done
-      for chain in $($ipt -w -t $table -S 2>/dev/null | sed -n 's/^-N \(\(KUBE-\|CNI-\|LORAPLANE-\)[^ ]*\).*/\1/p'); do
+      { $ipt -w -t $table -S 2>/dev/null || true; } | { grep -E '^-A .* -j (KUBE-|CNI-|LORAPLANE-)' || true; } \
+        | sed 's/^-A/-D/' | while read -r rule; do eval "$ipt -w -t $table $rule" 2>/dev/null || true; done
+      for chain in $({ $ipt -w -t $table -S 2>/dev/null || true; } | sed -n 's/^-N \(\(KUBE-\|CNI-\|LORAPLANE-\)[^ ]*\).*/\1/p'); do
         $ipt -w -t $table -F "$chain" 2>/dev/null || true
       done
-      for chain in $($ipt -w -t $table -S 2>/dev/null | sed -n 's/^-N \(\(KUBE-\|CNI-\|LORAPLANE-\)[^ ]*\).*/\1/p'); do
+      for chain in $({ $ipt -w -t $table -S 2>/dev/null || true; } | sed -n 's/^-N \(\(KUBE-\|CNI-\|LORAPLANE-\)[^ ]*\).*/\1/p'); do
         $ipt -w -t $table -X "$chain" 2>/dev/null || true
       done
     done
