@@ -63,8 +63,11 @@ fi
 
 "$HACK_DIR/install-debs.sh" images
 mkdir -p "$IMG/storage" "$IMG/run" "$IMG/rootfs" "$IMG/tmp/buildah-cache" "$IMG/contexts"
-exec 9>"$IMG/build.lock"
-flock -n 9 || { log "another build holds $IMG/build.lock; waiting"; flock 9; }
+# One build at a time per image set (buildah's storage has its own locks; the node's small images
+# must not wait for a 5 GB torch build).
+lockname=build; [[ "${IMAGES[*]}" == node ]] && lockname=build-node
+exec 9>"$IMG/$lockname.lock"
+flock -n 9 || { log "another build holds $IMG/$lockname.lock; waiting"; flock 9; }
 
 # buildah keeps RUN --mount=type=cache directories under $TMPDIR/buildah-cache/<id>.
 export TMPDIR="$IMG/tmp"

@@ -395,9 +395,10 @@ fail() {
       log "leaving ${STARTED[*]} running (LORAPLANE_CLUSTER_KEEP_ON_FAILURE=1); stop with: $0 down"
     else
       log "stopping what this run started: ${STARTED[*]} (set LORAPLANE_CLUSTER_KEEP_ON_FAILURE=1 to keep)"
-      stop_ordered "${STARTED[@]}"
-      # the host changes of a half-started real node (bridge, iptables, sysctls, mounts)
       $REAL_NODE && node_teardown
+      stop_ordered "${STARTED[@]}"
+      # the host changes of a half-started real node (bridge, iptables, sysctls, dirs)
+      $REAL_NODE && node_restore_host
     fi
   fi
   log "state dir $DIR"
@@ -531,6 +532,8 @@ cmd_down() {
     # nothing may recreate pods while the node is drained; the apiserver stays until the node is gone
     stop_group "$STOP_TIMEOUT" kwok kube-scheduler kube-controller-manager
     node_teardown
+    stop_ordered "${COMPONENTS[@]}"
+    node_restore_host
     rm -f "$DIR/real-node"
   fi
   stop_ordered "${COMPONENTS[@]}"

@@ -316,17 +316,20 @@ node_start() {
 
 ctr_k8s() { ctr --address "$CTRD_SOCK" --namespace k8s.io "$@"; }
 
-# Pods first, through the kubelet (CNI DEL, unmounts, sandbox removal), while it still runs.
+# Pods first, through the kubelet (it stops them: CNI DEL, netns and volume unmounts), while it still
+# runs; the kubelet deletes a pod's object once it has stopped everything of it.  The stopped
+# containers it would garbage-collect a minute later are removed through containerd below.
 node_drain() {
   alive kubelet && alive kube-apiserver || return 0
   log "deleting the pods on $NODE_NAME"
   kctl delete pods --all-namespaces --field-selector "spec.nodeName=$NODE_NAME" --grace-period=2 --wait=false >/dev/null 2>&1 || true
-  local deadline=$((SECONDS + 60))
+  local deadline=$((SECONDS + 60)) left
   while ((SECONDS < deadline)); do
-    [[ -z "$(ctr_k8s containers list -q 2>/dev/null)" ]] && return 0
-    sleep 0.5
+    left="$(kctl get pods --all-namespaces --field-selector "spec.nodeName=$NODE_NAME" -o name 2>/dev/null)" || left=error
+    [[ -z "$left" ]] && return 0
+    sleep 0.3
   done
-  log "pods still there after 60s; removing them through containerd"
+  log "pods still on $NODE_NAME after 60s: ${left//$'\n'/ }; removing them through containerd"
 }
 
 node_force_clean_containers() {
@@ -382,6 +385,8 @@ node_cgroups_clean() {  # the kubelet's /kubepods hierarchy (cgroupfs driver), o
   return 0
 }
 
+# node_teardown: the node's processes, containers and mounts (the apiserver still runs, and its
+# address on the bridge must stay until it has stopped); node_restore_host: everything else.
 node_teardown() {
   [[ -d "$NODE_DIR" ]] || return 0
   node_drain
@@ -405,6 +410,10 @@ node_teardown() {
     rm -f "$ns"
   done
   node_cgroups_clean
+}
+
+node_restore_host() {
+  [[ -d "$NODE_DIR" ]] || return 0
   if ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then log "deleting bridge $NODE_BRIDGE"; ip link delete "$NODE_BRIDGE"; fi
   node_iptables_clean
   if [[ -s "$NODE_HOST_STATE/sysctl" ]]; then
