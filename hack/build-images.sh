@@ -188,10 +188,10 @@ build() {  # build <name> <dockerfile> <reference> [--build-arg ...]
   log "built $name in $((SECONDS - t0))s ($(bh images --format '{{.Size}}' "$ref" 2>/dev/null | head -n 1))"
   BUILT+=("$name=$ref")
 }
-push() {  # push <reference>: to the local registry uncompressed (same disk; fastest to push and unpack)
+push() {  # push <reference>: to the local registry (plain HTTP), or with PUSH=1 to $REGISTRY
   local ref="$1" t0=$SECONDS
   if [[ "$ref" == localhost:* ]]; then
-    bh push --quiet --tls-verify=false --disable-compression "$ref" "docker://$ref" >&2
+    bh push --quiet --tls-verify=false "$ref" "docker://$ref" >&2
   elif [[ "$PUSH" == 1 ]]; then
     bh push --quiet "$ref" "docker://$ref" >&2
   else
