@@ -51,7 +51,8 @@ SCHED_PORT=$((PORT_BASE + 4))
 KWOK_PORT=$((PORT_BASE + 5))
 HOST=127.0.0.1
 
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+CONTROL_PLANE=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+COMPONENTS=("${CONTROL_PLANE[@]}")   # + containerd kubelet kube-proxy with a real node
 NODES=(kwok-cpu-0 kwok-gpu-0 kwok-gpu-1)
 
 # shellcheck source=lib/node.sh
@@ -511,8 +512,9 @@ cmd_up() {
   wait_for "kube-controller-manager /healthz on $HOST:$KCM_PORT" check_kcm kube-controller-manager
   wait_for "kube-scheduler /readyz on $HOST:$SCHED_PORT" check_scheduler kube-scheduler
   wait_for "kwok /healthz on $HOST:$KWOK_PORT" check_kwok kwok
-  wait_for "nodes ${NODES[*]} Ready, untainted, with kwok leases" check_nodes "${COMPONENTS[@]}"
-  wait_for "ServiceAccount default/default" check_default_sa "${COMPONENTS[@]}"
+  local taint=untainted; $REAL_NODE && taint="tainted ${REAL_NODE_TAINT}"
+  wait_for "nodes ${NODES[*]} Ready, $taint, with kwok leases" check_nodes "${CONTROL_PLANE[@]}"
+  wait_for "ServiceAccount default/default" check_default_sa "${CONTROL_PLANE[@]}"
   $REAL_NODE && node_start
   log "ready in $(elapsed "$t0")s: apiserver https://$API_HOST:$API_PORT, logs in $LOGS"
   echo "$KUBECONFIG_FILE"

@@ -172,7 +172,16 @@ def test_restricted_pod_on_real_node(real_cluster: Cluster, restricted_ns: str) 
 
     # kubectl port-forward
     pf = subprocess.Popen(
-        [str(c.bin_dir / "kubectl"), "--kubeconfig", str(c.kubeconfig), "port-forward", "-n", ns, "pod/server", ":8080"],
+        [
+            str(c.bin_dir / "kubectl"),
+            "--kubeconfig",
+            str(c.kubeconfig),
+            "port-forward",
+            "-n",
+            ns,
+            "pod/server",
+            ":8080",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
