@@ -202,7 +202,7 @@ ensure_pki() {
     new_ca front-proxy-ca loraplane-front-proxy-ca   # request-header (aggregation) CA, as in kubeadm
   fi
   # the node bridge's address too: pods reach the apiserver there (--real-node)
-  if [[ -s "$PKI/kube-apiserver.crt" ]] && ! openssl x509 -noout -text -in "$PKI/kube-apiserver.crt" | grep -qF "IP Address:$NODE_IP"; then
+  if [[ -s "$PKI/kube-apiserver.crt" && "$(openssl x509 -noout -text -in "$PKI/kube-apiserver.crt")" != *"IP Address:$NODE_IP"* ]]; then
     rm -f "$PKI/kube-apiserver.crt"
   fi
   sign ca kube-apiserver "/CN=kube-apiserver" serverAuth \

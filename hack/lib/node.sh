@@ -77,7 +77,7 @@ node_network_up() {
     log "creating bridge $NODE_BRIDGE $NODE_IP/${NODE_SUBNET#*/}"
     ip link add "$NODE_BRIDGE" type bridge
   fi
-  ip addr show dev "$NODE_BRIDGE" | grep -qF " $NODE_IP/" || ip addr add "$NODE_IP/${NODE_SUBNET#*/}" dev "$NODE_BRIDGE"
+  [[ "$(ip -o -4 addr show dev "$NODE_BRIDGE")" == *" $NODE_IP/"* ]] || ip addr add "$NODE_IP/${NODE_SUBNET#*/}" dev "$NODE_BRIDGE"
   ip link set "$NODE_BRIDGE" up
   # Service IPs are DNAT'ed by kube-proxy; bridged pod-to-pod traffic must pass iptables for that,
   # and a pod reaching another pod through a Service IP is routed (forwarded) back onto the bridge.
