@@ -294,6 +294,7 @@ start_apiserver() {
   # With a real node the apiserver listens on the bridge address, which is also what the `kubernetes`
   #   Service points at (pods reach it there through kube-proxy).
   local endpoints=(--advertise-address="$HOST" --endpoint-reconciler-type=none)
+  # shellcheck disable=SC2054  # the commas are in flag values
   # The real kubelet is reached at its InternalIP (its hostname would be looked up in the machine's DNS).
   $REAL_NODE && endpoints=(--advertise-address="$API_HOST" --endpoint-reconciler-type=lease
                            --kubelet-preferred-address-types=InternalIP,Hostname)

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced by hack/cluster.sh, which uses these settings
 # Sourced by hack/cluster.sh: the real node of `hack/cluster.sh up --real-node` (docs/real-node.md).
 #   containerd 1.6 + runc (Debian) -> kubelet (built from Go modules) -> kube-proxy (iptables mode),
 #   CNI bridge + host-local (Debian) on a bridge this file creates, CoreDNS and local-path-provisioner
@@ -15,7 +16,6 @@ NODE_NAME="${LORAPLANE_NODE_NAME:-loraplane-node-0}"
 NODE_BRIDGE="${LORAPLANE_NODE_BRIDGE:-lpbr0}"
 NODE_SUBNET="${LORAPLANE_NODE_SUBNET:-10.245.0.0/24}"   # a /24 of its own: bridge .1, pods .2-.254
 NODE_IP="${NODE_SUBNET%.*}.1"
-SERVICE_CIDR=10.0.0.0/24                                  # = the apiserver's --service-cluster-ip-range
 DNS_IP=10.0.0.10
 KUBELET_PORT=$((PORT_BASE + 6))
 KUBELET_HEALTHZ_PORT=$((PORT_BASE + 7))
@@ -85,19 +85,16 @@ node_network_up() {
   sysctl_set net.ipv4.ip_forward 1
   # The network rule: nothing from the bridge goes anywhere but the bridge and this node's bridge
   # address (no masquerading, no forwarding to other interfaces); nothing else is forwarded onto it.
-  local ipt
-  for ipt in iptables; do
-    $ipt -w -N LORAPLANE-FORWARD 2>/dev/null || $ipt -w -F LORAPLANE-FORWARD
-    $ipt -w -A LORAPLANE-FORWARD -i "$NODE_BRIDGE" -o "$NODE_BRIDGE" -j RETURN
-    $ipt -w -A LORAPLANE-FORWARD -i "$NODE_BRIDGE" -j DROP
-    $ipt -w -A LORAPLANE-FORWARD -o "$NODE_BRIDGE" -j DROP
-    $ipt -w -C FORWARD -j LORAPLANE-FORWARD 2>/dev/null || $ipt -w -I FORWARD 1 -j LORAPLANE-FORWARD
-    $ipt -w -N LORAPLANE-INPUT 2>/dev/null || $ipt -w -F LORAPLANE-INPUT
-    $ipt -w -A LORAPLANE-INPUT -i "$NODE_BRIDGE" -d "$NODE_IP" -j RETURN
-    $ipt -w -A LORAPLANE-INPUT -i "$NODE_BRIDGE" -d "$NODE_SUBNET" -j RETURN
-    $ipt -w -A LORAPLANE-INPUT -i "$NODE_BRIDGE" -j DROP
-    $ipt -w -C INPUT -j LORAPLANE-INPUT 2>/dev/null || $ipt -w -I INPUT 1 -j LORAPLANE-INPUT
-  done
+  iptables -w -N LORAPLANE-FORWARD 2>/dev/null || iptables -w -F LORAPLANE-FORWARD
+  iptables -w -A LORAPLANE-FORWARD -i "$NODE_BRIDGE" -o "$NODE_BRIDGE" -j RETURN
+  iptables -w -A LORAPLANE-FORWARD -i "$NODE_BRIDGE" -j DROP
+  iptables -w -A LORAPLANE-FORWARD -o "$NODE_BRIDGE" -j DROP
+  iptables -w -C FORWARD -j LORAPLANE-FORWARD 2>/dev/null || iptables -w -I FORWARD 1 -j LORAPLANE-FORWARD
+  iptables -w -N LORAPLANE-INPUT 2>/dev/null || iptables -w -F LORAPLANE-INPUT
+  iptables -w -A LORAPLANE-INPUT -i "$NODE_BRIDGE" -d "$NODE_IP" -j RETURN
+  iptables -w -A LORAPLANE-INPUT -i "$NODE_BRIDGE" -d "$NODE_SUBNET" -j RETURN
+  iptables -w -A LORAPLANE-INPUT -i "$NODE_BRIDGE" -j DROP
+  iptables -w -C INPUT -j LORAPLANE-INPUT 2>/dev/null || iptables -w -I INPUT 1 -j LORAPLANE-INPUT
 }
 
 # ---------------------------------------------------------------- configuration
@@ -304,7 +301,7 @@ node_start() {
   wait_for "kubelet /healthz on 127.0.0.1:$KUBELET_HEALTHZ_PORT" check_kubelet containerd kubelet
   local t0=$EPOCHREALTIME
   wait_for "node $NODE_NAME Ready" check_real_node containerd kubelet
-  echo "$(elapsed "$t0")" >"$NODE_DIR/ready-seconds"
+  elapsed "$t0" >"$NODE_DIR/ready-seconds"
   wait_for "kube-proxy /healthz on 127.0.0.1:$PROXY_HEALTHZ_PORT" check_kube_proxy kube-proxy
   local out
   out="$(render "$HACK_DIR/node/coredns.yaml" | kctl apply -f - 2>&1)" || fail "applying hack/node/coredns.yaml: $out"
