@@ -24,6 +24,15 @@ from tests.serving.fixtures import BASE_NAME
 ADMIN_KEY = "admin-secret"
 
 
+def openai_error(resp: httpx.Response, status: int) -> dict[str, Any]:
+    """The error object of `resp`, checked: the status, OpenAI's four fields, a message, a request id."""
+    assert resp.status_code == status, resp.text
+    body: dict[str, Any] = resp.json()["error"]
+    assert set(body) == {"message", "type", "param", "code"} and body["message"]
+    assert resp.headers["x-request-id"]
+    return body
+
+
 def version(name: str, path: Path, weight: int = 100) -> AdapterVersion:
 
     result = TrainingResult.read(path)
@@ -83,7 +92,7 @@ class Router:
     @property
     def state(self) -> RouterState:
         """The live state (in-process only): what tests inspect that no endpoint shows, e.g. requests in flight."""
-        state: RouterState = self.app.state.holder["state"]
+        state: RouterState = self.app.state.router_state
         return state
 
     def metric(self, name: str, **labels: str) -> float:

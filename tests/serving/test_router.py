@@ -18,6 +18,7 @@ from loraplane.serving.vllm_process import VllmProcess
 from tests.kube_harness import free_port, poll
 from tests.serving.fixtures import BASE_NAME, MakeAdapter
 from tests.serving.router_helpers import Router, route, running_router, version
+from tests.serving.router_helpers import openai_error as error
 
 pytestmark = pytest.mark.slow
 PROMPTS = ["Hello there", "Tell me a story", "What is the code?"]
@@ -254,13 +255,6 @@ def test_error_paths_answer_in_openai_shape(
     with running_router(routes, api_keys_file=keys, max_body_bytes=4096) as router:
         user = {"Authorization": "Bearer k-alpha"}
         poll("alpha routable", lambda: router.chat("alpha", max_tokens=1, headers=user).status_code == 200, timeout=240)
-
-        def error(resp: httpx.Response, status: int) -> dict[str, Any]:
-            assert resp.status_code == status, resp.text
-            body: dict[str, Any] = resp.json()["error"]
-            assert set(body) == {"message", "type", "param", "code"} and body["message"]
-            assert resp.headers["x-request-id"]
-            return body
 
         assert error(router.chat("alpha"), 401)["type"] == "authentication_error"
         assert error(router.chat("alpha", headers={"Authorization": "Bearer nope"}), 401)

@@ -20,7 +20,7 @@ from aiohttp import web
 from loraplane.serving.router import AdapterVersion, PublicModel, ServerRoute
 from tests.kube_harness import poll
 from tests.serving.router_helpers import Router, running_router
-from tests.serving.scripted import ScriptedReplica, fake_adapter, serving, wait_for
+from tests.serving.scripted import Chat, ScriptedReplica, fake_adapter, serving, wait_for
 
 HOLD_S = 20.0  # the longest a scripted replica holds a stream open waiting for the test
 CHAT = "/v1/chat/completions"
@@ -115,6 +115,56 @@ def test_a_5xx_or_a_forgotten_adapter_moves_to_the_other_replica(tmp_path: Path)
                 break
         assert forgotten.is_set(), "equal replicas take turns: one request reached the replica that forgot alpha"
         poll("alpha loaded again where it was forgotten", lambda: broken.log.count("load alpha") == 2, timeout=30)
+
+
+def test_when_every_replica_fails_the_last_error_answer_is_passed_through() -> None:
+    a, b = ScriptedReplica("a"), ScriptedReplica("b")
+    tried: list[str] = []
+
+    def failing(replica: ScriptedReplica) -> Chat:
+        async def chat(request: web.Request, _: dict[str, Any]) -> web.StreamResponse:
+            tried.append(replica.name)
+            return web.json_response({"error": {"message": f"engine dead on {replica.name}"}}, status=503)
+
+        return chat
+
+    a.chat, b.chat = failing(a), failing(b)
+    with serving(a, b) as urls, running_router(base_route(*urls)) as router:
+        poll("both replicas observed", lambda: all(router.state.healthy.get(u) for u in urls), timeout=30)
+        resp = router.http.post(CHAT, json=chat_body("tiny"), headers={"x-request-id": "rid-1"})
+        assert sorted(tried) == ["a", "b"], "each replica tried once"
+        assert resp.status_code == 503 and resp.headers["x-request-id"] == "rid-1"
+        assert resp.json() == {"error": {"message": f"engine dead on {tried[-1]}"}}, "the last answer, as it came"
+        assert router.metric("loraplane_router_upstream_errors_total", model="tiny", kind="5xx") == 2
+        assert router.metric("loraplane_router_retries_total", model="tiny") == 1
+        assert router.metric("loraplane_router_requests_total", model="tiny", status="503") == 1
+        assert sum(router.state.outstanding.values()) == 0 and sum(router.state.inflight.values()) == 0
+
+
+def test_a_replica_gone_mid_answer_is_left_for_another_before_the_first_byte() -> None:
+    """The answer's head came, its body broke off: nothing reached the client yet, so another replica answers."""
+    gone, good = ScriptedReplica("gone"), ScriptedReplica("good")
+
+    async def break_off(request: web.Request, _: dict[str, Any]) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"content-type": "application/json", "content-length": "100"})
+        await resp.prepare(request)
+        await resp.write(b'{"choices": [')
+        assert request.transport is not None
+        request.transport.abort()
+        return resp
+
+    gone.chat = break_off
+    with serving(gone, good) as urls, running_router(base_route(*urls)) as router:
+        poll("both replicas observed", lambda: all(router.state.healthy.get(u) for u in urls), timeout=30)
+        for _ in range(20):  # until the rotation sends one to the replica that breaks off
+            resp = router.http.post(CHAT, json=chat_body("tiny"))
+            assert resp.status_code == 200 and resp.json()["choices"][0]["message"]["content"] == "from good"
+            if gone.bodies:
+                break
+        assert len(gone.bodies) == 1, "equal replicas take turns: one request reached the replica that breaks off"
+        assert router.metric("loraplane_router_upstream_errors_total", model="tiny", kind="disconnect") == 1
+        assert router.metric("loraplane_router_upstream_errors_total", model="tiny", kind="connect") == 0
+        assert sum(router.state.outstanding.values()) == 0 and sum(router.state.inflight.values()) == 0
 
 
 def test_a_stream_broken_after_its_first_event_is_not_retried() -> None:

@@ -124,19 +124,7 @@ def run_job(
     )
     cmd = [python, "-m", "loraplane.trainer", "--spec", str(spec_file), "--termination-log", str(termination)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-    columns = (
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} steps"),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with (
-        (records / LOG_FILE).open("a", encoding="utf-8") as log,
-        Progress(*columns, console=console, transient=False) as progress,
-    ):
+    with (records / LOG_FILE).open("a", encoding="utf-8") as log, progress_bar(console) as progress:
         task = progress.add_task(f"training {name}", total=None, info="loading model and data")
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env, start_new_session=True, bufsize=1
@@ -154,11 +142,31 @@ def run_job(
                 proc.kill()
                 code = proc.wait()
     summary = ResultSummary.parse(termination.read_text(encoding="utf-8")) if termination.is_file() else None
-    message = summary.message if summary else ""
+    outcome = RunOutcome(name, code, out, summary.message if summary else "")
+    print_outcome(outcome, records / LOG_FILE, console)
+    return outcome
+
+
+def progress_bar(console: Console) -> Progress:
+    """The training bar: steps done of all, the trainer's latest numbers (`describe`), time spent and left."""
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    return Progress(*columns, console=console, transient=False)
+
+
+def print_outcome(outcome: RunOutcome, log: Path, console: Console) -> None:
+    """What an interrupted or failed run tells the user (a success is reported by the caller)."""
+    name, code, message = outcome.name, outcome.code, outcome.message
     if code == ExitCode.INTERRUPTED:
         console.print(f"[yellow]{name}: interrupted ({message or 'checkpoint saved'})[/]")
         console.print("run the same command again to resume from the checkpoint")
     elif code != ExitCode.SUCCESS:
         reason = ExitCode(code).name if code in ExitCode._value2member_map_ else f"exit code {code}"
-        console.print(f"[red]{name} failed ({reason}): {message or 'see ' + str(records / LOG_FILE)}[/]")
-    return RunOutcome(name, code, out, message)
+        console.print(f"[red]{name} failed ({reason}): {message or 'see ' + str(log)}[/]")

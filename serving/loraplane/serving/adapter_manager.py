@@ -166,7 +166,3 @@ class AdapterManager:
                 errors.setdefault(name, str(exc))
         self._hooks.observed(replica, loaded, healthy)
         return ReplicaReport(replica, healthy, loaded, MappingProxyType(errors))
-
-    async def reconcile_all(self, desired: Mapping[str, Mapping[str, DesiredAdapter]]) -> list[ReplicaReport]:
-        """Reconcile every replica (replica URL -> its desired set) concurrently; reports in the same order."""
-        return list(await asyncio.gather(*(self.reconcile(replica, wanted) for replica, wanted in desired.items())))

@@ -1,4 +1,4 @@
-"""The one module that talks to vLLM's admin HTTP API (models, LoRA load/unload, health).
+"""The one module that talks to vLLM's admin HTTP API (models, LoRA load/unload).
 
 Async, on a shared `aiohttp.ClientSession` the caller owns. A replica is its base URL, e.g.
 "http://127.0.0.1:8001". vLLM's vocabulary is kept: `lora_name`, `lora_path`.
@@ -69,10 +69,9 @@ def _error_message(body: str) -> str:
 class VllmClient:
     """vLLM admin API on a shared session; every failure becomes a :class:`VllmError` subclass."""
 
-    def __init__(self, session: aiohttp.ClientSession, *, timeout: float = 60.0, health_timeout: float = 5.0) -> None:
+    def __init__(self, session: aiohttp.ClientSession, *, timeout: float = 60.0) -> None:
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._health_timeout = aiohttp.ClientTimeout(total=health_timeout)
 
     async def _request(
         self, method: str, replica: str, path: str, body: dict[str, Any] | None = None
@@ -87,14 +86,6 @@ class VllmClient:
         if status >= 500:
             raise ReplicaUnavailable(replica, f"{method} {path}: {status} {_error_message(text)}", status=status)
         return status, text
-
-    async def healthy(self, replica: str) -> bool:
-        """GET /health answers 200 (the engine is alive)."""
-        try:
-            async with self._session.get(replica.rstrip("/") + "/health", timeout=self._health_timeout) as resp:
-                return resp.status == 200
-        except (aiohttp.ClientError, TimeoutError):
-            return False
 
     async def served_models(self, replica: str) -> ServedModels:
         status, text = await self._request("GET", replica, "/v1/models")

@@ -8,9 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from loraplane.serving.router.errors import RouterError, forbidden, unauthorized
+from loraplane.serving.router.errors import forbidden, not_found, unauthorized
 
 ALL = "*"
+Keys = dict[str, frozenset[str] | None]  # API key -> the public models it may use (None: every model)
 
 
 @dataclass(frozen=True)
@@ -25,14 +26,14 @@ class Caller:
 OPEN = Caller(None, None)
 
 
-def load_keys(path: Path | None) -> dict[str, frozenset[str] | None] | None:
+def load_keys(path: Path | None) -> Keys | None:
     """Key -> allowed public models (None = all) from the keys file; None without a file (no authentication)."""
     if path is None:
         return None
     raw = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a JSON object of key -> {{'models': [...]}}")
-    keys: dict[str, frozenset[str] | None] = {}
+    keys: Keys = {}
     for key, entry in raw.items():
         models = entry.get("models") if isinstance(entry, dict) else None
         if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
@@ -47,7 +48,7 @@ def bearer(headers: Mapping[str, str]) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def caller(headers: Mapping[str, str], keys: dict[str, frozenset[str] | None] | None) -> Caller:
+def caller(headers: Mapping[str, str], keys: Keys | None) -> Caller:
     """Who is calling; RouterError 401 when keys are configured and the request has none or an unknown one."""
     if keys is None:
         return OPEN
@@ -60,7 +61,7 @@ def caller(headers: Mapping[str, str], keys: dict[str, frozenset[str] | None] | 
 def require_admin(headers: Mapping[str, str], admin_key: str | None) -> None:
     """Admin operations need the admin key itself; user keys never get through."""
     if admin_key is None:
-        raise RouterError(404, "The admin API is disabled (no admin key configured).", code="not_found")
+        raise not_found("The admin API is disabled (no admin key configured).")
     token = bearer(headers)
     if token is None:
         raise unauthorized("The admin API needs Authorization: Bearer <admin key>.")

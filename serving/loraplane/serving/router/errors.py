@@ -1,12 +1,23 @@
-"""Errors in OpenAI's shape: {"error": {"message", "type", "param", "code"}} with the matching HTTP status."""
+"""Errors in OpenAI's shape: {"error": {"message", "type", "param", "code"}} with the matching HTTP status.
+
+The one place they are made: the request path renders a `RouterError` itself (`RouterError.response`), every
+other route raises it and the app's handlers (`add_handlers`) render it, or a bug as a 500 of the same shape.
+"""
 
 from __future__ import annotations
 
 import itertools
+import logging
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starlette.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+logger = logging.getLogger("loraplane.router")
 
 _ID_PREFIX = secrets.token_hex(8)  # this process's
 _ID_SEQUENCE = itertools.count()
@@ -76,9 +87,33 @@ def unavailable(message: str, retry_after: int) -> RouterError:
     )
 
 
+def not_found(message: str) -> RouterError:
+    return RouterError(404, message, code="not_found")
+
+
+def conflict(message: str) -> RouterError:
+    return RouterError(409, message, code="conflict")
+
+
 def upstream_timeout(seconds: float) -> RouterError:
     return RouterError(504, f"The model server did not answer within {seconds:g}s.", type="timeout", code="timeout")
 
 
-def bad_gateway(message: str) -> RouterError:
-    return RouterError(502, message, type="upstream_error", code="upstream_error")
+def internal_error(exc: BaseException) -> RouterError:
+    """A bug: still answered in OpenAI's shape; the log line with the traceback has the request id."""
+    return RouterError(500, f"Internal router error ({type(exc).__name__}).", type="server_error")
+
+
+async def render_router_error(request: Request, exc: RouterError) -> Response:
+    return exc.response(request.headers.get("x-request-id"))
+
+
+async def render_unexpected(request: Request, exc: Exception) -> Response:
+    logger.error("unhandled error on %s", request.url.path, exc_info=exc)
+    return internal_error(exc).response(request.headers.get("x-request-id"))
+
+
+def add_handlers(app: FastAPI) -> None:
+    """Render what the routes raise: a `RouterError` as itself, anything else as a 500 (logged)."""
+    app.exception_handler(RouterError)(render_router_error)
+    app.exception_handler(Exception)(render_unexpected)

@@ -14,6 +14,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+LABELS = ("model", "version")  # every metric's first labels
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -22,45 +23,27 @@ class RouterMetrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
-        r = self.registry
-        self.requests = Counter(
-            "loraplane_router_requests",
-            "Requests by public model, version and HTTP status.",
-            ["model", "version", "status"],
-            registry=r,
+        def counter(name: str, documentation: str, *labels: str) -> Counter:
+            return Counter(name, documentation, [*LABELS, *labels], registry=self.registry)
+
+        def histogram(name: str, documentation: str) -> Histogram:
+            return Histogram(name, documentation, LABELS, buckets=LATENCY_BUCKETS, registry=self.registry)
+
+        self.requests = counter(
+            "loraplane_router_requests", "Requests by public model, version and HTTP status.", "status"
         )
-        self.errors = Counter(
+        self.errors = counter(
             "loraplane_router_upstream_errors",
             "Upstream failures (connection, 5xx, timeout) by public model, version and kind.",
-            ["model", "version", "kind"],
-            registry=r,
+            "kind",
         )
-        self.retries = Counter(
-            "loraplane_router_retries",
-            "Requests retried on another replica before the first byte.",
-            ["model", "version"],
-            registry=r,
-        )
-        self.latency = Histogram(
-            "loraplane_router_request_seconds",
-            "Request latency through the router.",
-            ["model", "version"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.ttft = Histogram(
+        self.retries = counter("loraplane_router_retries", "Requests retried on another replica before the first byte.")
+        self.latency = histogram("loraplane_router_request_seconds", "Request latency through the router.")
+        self.ttft = histogram(
             "loraplane_router_time_to_first_token_seconds",
             "Time to the first response byte from the model server (streaming: first chunk).",
-            ["model", "version"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
         )
-        self.tokens = Counter(
-            "loraplane_router_tokens",
-            "Tokens reported by vLLM's usage, by kind.",
-            ["model", "version", "kind"],
-            registry=r,
-        )
+        self.tokens = counter("loraplane_router_tokens", "Tokens reported by vLLM's usage, by kind.", "kind")
 
         self._children: dict[tuple[Any, ...], Any] = {}
 

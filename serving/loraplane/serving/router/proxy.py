@@ -21,6 +21,7 @@ from starlette.responses import Response, StreamingResponse
 from loraplane.serving.router import auth, sse
 from loraplane.serving.router.errors import (
     RouterError,
+    internal_error,
     model_not_found,
     new_request_id,
     too_large,
@@ -32,12 +33,13 @@ from loraplane.serving.router.request import parse
 from loraplane.serving.router.routing import SpreadPoints, choose_version, pick_point, rank_replicas
 from loraplane.serving.router.settings import RouterSettings
 from loraplane.serving.router.state import RouterState
-from loraplane.serving.router.table import Target
+from loraplane.serving.router.table import ServerRoute, Target
 from loraplane.serving.router.upstream import Response as UpstreamResponse
 from loraplane.serving.router.upstream import UpstreamClient, UpstreamError, UpstreamTimeout
 
 access_log = logging.getLogger("loraplane.router.access")
-UPSTREAM_PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
+ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}  # the path (here and upstream) -> name
+UPSTREAM_PATHS = {name: path for path, name in ENDPOINTS.items()}
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -67,6 +69,15 @@ class Call:
     payload: bytes = b""  # the body sent upstream
     stream: bool = False
     strip_usage: bool = False  # the router asked for the stream's usage event; the client did not
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A replica's error answer (a 5xx, or 404 for an adapter it lost): passed through if no replica does better."""
+
+    status: int
+    content: bytes
+    content_type: str
 
 
 class Proxy:
@@ -112,88 +123,91 @@ class Proxy:
             return exc.response(call.rid)
         except Exception as exc:  # a bug: still answer in OpenAI's shape, with the request id to find the log
             access_log.exception("request %s failed", call.rid)
-            error = RouterError(500, f"Internal router error ({type(exc).__name__}).", type="server_error")
+            error = internal_error(exc)
             self._done(call, None, 500, None, error.message)
             return error.response(call.rid)
 
     async def _forward(self, target: Target, call: Call) -> Response:
-        route, state, label, version = target.route, self.state, call.label, call.version
+        """Try the usable replicas, best first, until one answers (`_attempt`); with none left, pass the last
+        replica's error answer through, or answer 503 when no replica answered at all."""
         is_adapter = target.model is not None
         tried: set[str] = set()
-        last: tuple[int, bytes, str] | None = None
-        while True:
-            state.rotation += 1
-            ranked = rank_replicas(
-                route.replicas,
-                usable=lambda r: state.usable(r, version if is_adapter else None),
-                outstanding=state.outstanding,
-                exclude=frozenset(tried),
-                rotation=state.rotation,
-            )
-            if not ranked:
-                if last is not None:  # every replica failed: pass the last upstream error through
-                    status, content, ctype = last
-                    self._done(call, None, status, None, "upstream error")
-                    return Response(content, status, media_type=ctype or None, headers={"x-request-id": call.rid})
-                what = f"adapter version {version}" if is_adapter else f"base model {version}"
-                raise unavailable(f"No healthy replica holds {what} yet; retry shortly.", self.settings.retry_after_s)
-            replica = ranked[0]
+        last: Failed | None = None
+        while (replica := self._next_replica(target.route, call.version, is_adapter, tried)) is not None:
             if tried:
-                self.metrics.retry(label, version)
+                self.metrics.retry(call.label, call.version)
             tried.add(replica)
-            state.acquire(replica, version)
-            handed_over = False
-            try:
-                try:
-                    resp = await self.upstream.post(
-                        replica, UPSTREAM_PATHS[call.endpoint], call.payload, call.rid, **self.budgets[call.stream]
-                    )
-                except UpstreamTimeout as exc:  # connected, but no answer within the budget
-                    self.metrics.error(label, version, "timeout")
-                    raise upstream_timeout(self.settings.request_timeout_s) from exc
-                except UpstreamError:  # not reachable, or gone before answering: another replica may answer
-                    self.metrics.error(label, version, "connect")
-                    state.replica_failed(replica)
-                    continue
-                try:
-                    if resp.status >= 500 or (resp.status == 404 and is_adapter):
-                        content = await resp.read()
-                        if resp.status == 404:
-                            state.not_loaded(replica, version)
-                        else:
-                            self.metrics.error(label, version, "5xx")
-                        last = (resp.status, content, resp.content_type)
-                        continue
-                    if call.stream and resp.status == 200:
-                        first = await resp.chunk()
-                        ttft = time.perf_counter() - call.start
-                        handed_over = True
-                        return StreamingResponse(
-                            self._relay(resp, first, replica, call, ttft),
-                            status_code=200,
-                            media_type="text/event-stream",
-                            headers={"x-request-id": call.rid, "cache-control": "no-cache"},
-                        )
-                    content = await resp.read()
-                except UpstreamTimeout as exc:
-                    self.metrics.error(label, version, "timeout")
-                    raise upstream_timeout(self.settings.request_timeout_s) from exc
-                except UpstreamError:  # the replica went away before answering: nothing was sent yet
-                    self.metrics.error(label, version, "disconnect")
-                    state.replica_failed(replica)
-                    continue
-                finally:
-                    if not handed_over:
-                        resp.release()
-            finally:
-                if not handed_over:
-                    state.release(replica, version)
-            if resp.status == 200:
-                self._count_tokens(call, content)
-            self._done(call, replica, resp.status, None, None)
-            return Response(
-                content, resp.status, media_type=resp.content_type or None, headers={"x-request-id": call.rid}
+            outcome = await self._attempt(replica, call, is_adapter)
+            if isinstance(outcome, Response):
+                return outcome
+            if outcome is not None:
+                last = outcome
+        if last is not None:  # every replica failed: pass the last upstream error through
+            self._done(call, None, last.status, None, "upstream error")
+            headers = {"x-request-id": call.rid}
+            return Response(last.content, last.status, media_type=last.content_type or None, headers=headers)
+        what = f"adapter version {call.version}" if is_adapter else f"base model {call.version}"
+        raise unavailable(f"No healthy replica holds {what} yet; retry shortly.", self.settings.retry_after_s)
+
+    def _next_replica(self, route: ServerRoute, version: str, is_adapter: bool, tried: set[str]) -> str | None:
+        """The best usable replica not tried yet (fewest outstanding requests, ties in turn), or None."""
+        state = self.state
+        state.rotation += 1
+        ranked = rank_replicas(
+            route.replicas,
+            usable=lambda r: state.usable(r, version if is_adapter else None),
+            outstanding=state.outstanding,
+            exclude=frozenset(tried),
+            rotation=state.rotation,
+        )
+        return ranked[0] if ranked else None
+
+    async def _attempt(self, replica: str, call: Call, is_adapter: bool) -> Response | Failed | None:
+        """One try on `replica`: the client's answer (a stream goes on in `_relay`, which then releases the replica),
+        or why to try another replica: its error answer (`Failed`), or None when it never answered (unreachable,
+        or gone before answering: marked unhealthy). No answer within the budget raises 504: never retried."""
+        state, label, version = self.state, call.label, call.version
+        state.acquire(replica, version)
+        resp: UpstreamResponse | None = None
+        handed_over = False
+        try:
+            resp = await self.upstream.post(
+                replica, UPSTREAM_PATHS[call.endpoint], call.payload, call.rid, **self.budgets[call.stream]
             )
+            if resp.status >= 500 or (resp.status == 404 and is_adapter):
+                failed = Failed(resp.status, await resp.read(), resp.content_type)
+                if resp.status == 404:
+                    state.not_loaded(replica, version)
+                else:
+                    self.metrics.error(label, version, "5xx")
+                return failed
+            if call.stream and resp.status == 200:
+                first = await resp.chunk()
+                ttft = time.perf_counter() - call.start
+                handed_over = True
+                return StreamingResponse(
+                    self._relay(resp, first, replica, call, ttft),
+                    status_code=200,
+                    media_type="text/event-stream",
+                    headers={"x-request-id": call.rid, "cache-control": "no-cache"},
+                )
+            status, content_type, content = resp.status, resp.content_type, await resp.read()
+        except UpstreamTimeout as exc:  # connected, but no answer within the budget
+            self.metrics.error(label, version, "timeout")
+            raise upstream_timeout(self.settings.request_timeout_s) from exc
+        except UpstreamError:  # unreachable, or gone before answering (nothing reached the client yet)
+            self.metrics.error(label, version, "connect" if resp is None else "disconnect")
+            state.replica_failed(replica)
+            return None
+        finally:
+            if not handed_over:
+                if resp is not None:
+                    resp.release()
+                state.release(replica, version)
+        if status == 200:
+            self._count_tokens(call, content)
+        self._done(call, replica, status, None, None)
+        return Response(content, status, media_type=content_type or None, headers={"x-request-id": call.rid})
 
     async def _relay(
         self, resp: UpstreamResponse, first: bytes, replica: str, call: Call, ttft: float
