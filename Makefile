@@ -44,9 +44,9 @@ manifests: venv ## Regenerate manifests/crds/ from the pydantic models
 .PHONY: lint
 lint: venv ## ruff + mypy (configured in pyproject.toml) + CRDs up to date
 	@$(PY) -m ruff check .
-	@$(PY) -m ruff format --check operator trainer_image serving cli tests bench
+	@$(PY) -m ruff format --check operator trainer_image serving cli tests bench hack
 	@$(PY) -m mypy -p loraplane.api -p loraplane.operator -p loraplane.trainer -p loraplane.serving -p loraplane.cli
-	@$(PY) -m mypy bench
+	@$(PY) -m mypy bench hack
 	@$(PY) -m loraplane.api.crdgen --check
 
 .PHONY: test

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from hack.generate_demo_data import SENTIMENT_EVENTS, write_all
 
 from loraplane.trainer.demo_data import BUILTIN_DATASETS, builtin_dataset_path
-from loraplane.trainer.demo_data.generate import SENTIMENT_EVENTS, write_all
 from loraplane.trainer.evaluate import contains
 
 MIN_SIZES = {"medical": (300, 60), "finance": (300, 60), "general": (200, 60)}

@@ -380,26 +380,31 @@ def test_hf_offline_from_cache_main_and_pinned_commit(
     assert (pinned.path, pinned.revision) == (snapshot, commit)
 
 
+@pytest.fixture
+def hub_online(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline mode off, whatever the environment says (huggingface_hub reads HF_HUB_OFFLINE once, at import)."""
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
 def test_hf_unreachable_hub_falls_back_to_the_cache(
-    hf_cache: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+    hf_cache: tuple[Path, str], hub_online: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from huggingface_hub import constants
 
     cache, commit = hf_cache
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens: connection refused
     assert resolve("hf://acme/tiny-llama", cache).revision == commit
 
 
 def test_hf_pinned_commit_in_cache_makes_no_request(
-    hf_cache: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+    hf_cache: tuple[Path, str], hub_online: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from huggingface_hub import HfApi, constants
+    from huggingface_hub import HfApi
 
     cache, commit = hf_cache
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
 
     def no_network(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a pinned, cached commit must not touch the hub")
@@ -488,7 +493,7 @@ def _git_sha1(data: bytes) -> str:
 
 
 @pytest.fixture
-def fake_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+def fake_hub(monkeypatch: pytest.MonkeyPatch, hub_online: None) -> Iterator[FakeHub]:
     """An HTTP server standing in for huggingface.co and modelscope.cn; every request gets the set answer."""
     from huggingface_hub import constants
 
@@ -547,8 +552,6 @@ def fake_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     hub = FakeHub(url=f"http://127.0.0.1:{server.server_address[1]}")
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", hub.url)
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setenv("MODELSCOPE_ENDPOINT", hub.url)
@@ -560,28 +563,43 @@ def fake_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
         server.server_close()
 
 
-HF_ANSWERS: list[tuple[int, dict[str, str], type[TrainerError], str]] = [
-    (401, {"X-Error-Code": "RepoNotFound"}, ModelNotFound, "no model repository acme/x"),
-    (403, {"X-Error-Code": "GatedRepo"}, AuthFailed, "gated model"),
-    (404, {"X-Error-Code": "RevisionNotFound"}, RevisionNotFound, "has no revision 'v9'"),
-    (401, {"X-Error-Message": "Invalid credentials in Authorization header"}, AuthFailed, "HTTP 401"),
-    (500, {}, NetworkUnavailable, "cannot reach Hugging Face Hub"),
+# (hub, HTTP status, headers, JSON body, error, words of its message)
+HUB_ANSWERS: list[tuple[str, int, dict[str, str], dict[str, Any], type[TrainerError], str]] = [
+    ("hf", 401, {"X-Error-Code": "RepoNotFound"}, {}, ModelNotFound, "no model repository acme/x"),
+    ("hf", 403, {"X-Error-Code": "GatedRepo"}, {}, AuthFailed, "gated model"),
+    ("hf", 404, {"X-Error-Code": "RevisionNotFound"}, {}, RevisionNotFound, "has no revision 'v9'"),
+    ("hf", 401, {"X-Error-Message": "Invalid credentials in Authorization header"}, {}, AuthFailed, "HTTP 401"),
+    ("hf", 500, {}, {}, NetworkUnavailable, "cannot reach Hugging Face Hub"),
+    (
+        "modelscope",
+        404,
+        {},
+        {"Code": 10010205001, "Message": "model not exist"},
+        ModelNotFound,
+        "no model repository acme/x",
+    ),
+    ("modelscope", 404, {}, {"Message": "Revision v9 not found"}, RevisionNotFound, "has no revision 'v9'"),
+    ("modelscope", 401, {}, {}, AuthFailed, "refused access"),
+    ("modelscope", 403, {}, {}, AuthFailed, "refused access"),
 ]
+HUB_API = {"hf": "/api/models/acme/x", "modelscope": "/api/v1/models/acme/x"}
 
 
-@pytest.mark.parametrize(("status", "headers", "error", "message"), HF_ANSWERS)
-def test_hf_hub_errors_from_a_fake_hub(
+@pytest.mark.parametrize(("hub", "status", "headers", "body", "error", "message"), HUB_ANSWERS)
+def test_hub_errors_from_a_fake_hub(
     fake_hub: FakeHub,
     tmp_path: Path,
+    hub: str,
     status: int,
     headers: dict[str, str],
+    body: dict[str, Any],
     error: type[TrainerError],
     message: str,
 ) -> None:
-    fake_hub.answer(status, headers)
+    fake_hub.answer(status, headers, body)
     with pytest.raises(error, match=message) as info:
-        resolve("hf://acme/x@v9", tmp_path / "cache", token_secret_ref=SecretKeyRef(name="hub-token"))
-    assert any("/api/models/acme/x" in path for path in fake_hub.requests)
+        resolve(f"{hub}://acme/x@v9", tmp_path / "cache", token_secret_ref=SecretKeyRef(name="hub-token"))
+    assert any(HUB_API[hub] in path for path in fake_hub.requests)
     if error is AuthFailed:
         assert "LORAPLANE_HUB_TOKEN" in str(info.value) and "'hub-token'" in str(info.value)
 
@@ -696,29 +714,6 @@ def test_trainer_reads_the_hub_token_from_the_env_var_the_spec_names(
         with pytest.raises(ModelNotFound, match="no token was given: put one in environment variable ACME_HUB_TOKEN"):
             train.run(spec, raw_spec={})
         assert fake_hub.calls and fake_hub.authorizations() == {None}
-
-
-MODELSCOPE_ANSWERS: list[tuple[int, dict[str, Any], type[TrainerError], str]] = [
-    (404, {"Code": 10010205001, "Message": "model not exist"}, ModelNotFound, "no model repository acme/x"),
-    (404, {"Message": "Revision v9 not found"}, RevisionNotFound, "has no revision 'v9'"),
-    (401, {}, AuthFailed, "refused access"),
-    (403, {}, AuthFailed, "refused access"),
-]
-
-
-@pytest.mark.parametrize(("status", "body", "error", "message"), MODELSCOPE_ANSWERS)
-def test_modelscope_hub_errors_from_a_fake_hub(
-    fake_hub: FakeHub,
-    tmp_path: Path,
-    status: int,
-    body: dict[str, Any],
-    error: type[TrainerError],
-    message: str,
-) -> None:
-    fake_hub.answer(status, body=body)
-    with pytest.raises(error, match=message):
-        resolve("modelscope://acme/x@v9", tmp_path / "cache")
-    assert any("/api/v1/models/acme/x" in path for path in fake_hub.requests)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -4,8 +4,8 @@ Everything here is deterministic and takes well under two seconds:
 
 - :func:`build_tokenizer`: a byte-level BPE tokenizer (vocabulary ~1000) trained on generated English and digits,
   with ChatML special tokens and a ChatML ``chat_template``;
-- :func:`build_tiny_llama` / :func:`build_tiny_qwen2`: randomly initialised 2-layer models (head_dim 32, which vLLM's
-  CPU attention kernel accepts) saved as plain safetensors checkpoints together with the tokenizer;
+- :func:`build_tiny_llama`: a randomly initialised 2-layer Llama (head_dim 32, which vLLM's CPU attention kernel
+  accepts) saved as a plain safetensors checkpoint together with the tokenizer;
 - :func:`build_tiny_gguf`: the same checkpoint written as a llama.cpp GGUF file (F32, F16 or Q8_0);
 - :func:`populate_hf_cache`: a Hugging Face hub cache laid out exactly as ``huggingface_hub.snapshot_download`` leaves
   it, so ``snapshot_download(..., cache_dir=...)`` finds the model without any network.
@@ -88,22 +88,6 @@ def build_tokenizer(directory: Path, *, vocab_size: int = 1024) -> PreTrainedTok
     return tokenizer
 
 
-def _save(model: Any, directory: Path, tokenizer: PreTrainedTokenizerFast) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
-def _token_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, Any]:
-    return {
-        "vocab_size": len(tokenizer),
-        "bos_token_id": None,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
-
-
 def build_tiny_llama(
     directory: Path,
     tokenizer: PreTrainedTokenizerFast,
@@ -128,38 +112,16 @@ def build_tiny_llama(
         head_dim=head_dim,
         max_position_embeddings=512,
         tie_word_embeddings=False,
-        **_token_ids(tokenizer),
+        vocab_size=len(tokenizer),
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(seed)
-    return _save(LlamaForCausalLM(config), directory, tokenizer)  # type: ignore[no-untyped-call]
-
-
-def build_tiny_qwen2(
-    directory: Path,
-    tokenizer: PreTrainedTokenizerFast,
-    *,
-    hidden: int = 64,
-    layers: int = 2,
-    heads: int = 2,
-    kv_heads: int | None = None,
-    seed: int = 0,
-) -> Path:
-    """A randomly initialised Qwen2ForCausalLM (head_dim = hidden / heads, q/k/v biases) saved with `tokenizer`."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    config = Qwen2Config(
-        hidden_size=hidden,
-        intermediate_size=hidden * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads or heads,
-        max_position_embeddings=512,
-        tie_word_embeddings=False,
-        **_token_ids(tokenizer),
-    )
-    torch.manual_seed(seed)
-    return _save(Qwen2ForCausalLM(config), directory, tokenizer)  # type: ignore[no-untyped-call]
+    directory.mkdir(parents=True, exist_ok=True)
+    LlamaForCausalLM(config).save_pretrained(directory)  # type: ignore[no-untyped-call]
+    tokenizer.save_pretrained(directory)
+    return directory
 
 
 def _llama_cpp_permute(weights: Any, n_head: int) -> Any:

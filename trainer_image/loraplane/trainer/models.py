@@ -43,6 +43,7 @@ from typing import Any
 
 from loraplane.api.artifact import sha256_file
 from loraplane.api.common import ModelSource, SecretKeyRef
+from loraplane.api.trainer_spec import TrainerSpec
 from loraplane.trainer.errors import (
     AuthFailed,
     InvalidSpec,
@@ -137,6 +138,17 @@ def resolve_model(
     check_remote_code(config, uri=uri, trust_remote_code=source.trust_remote_code)
     logger.info("base model %s -> %s (revision %s, family %s)", uri, path, revision or "-", family)
     return ResolvedModel(path=path, uri=uri, revision=revision, family=family)
+
+
+def resolve_base_model(spec: TrainerSpec, token: str | None) -> ResolvedModel:
+    """:func:`resolve_model` for a training spec: its base model, cache, PVC root and hub token variable."""
+    return resolve_model(
+        spec.base_model,
+        cache_dir=Path(spec.cache_dir),
+        pvc_root=Path(spec.mounts.pvc_root),
+        token=token,
+        token_env=spec.hub_token_env,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------

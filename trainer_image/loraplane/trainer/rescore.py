@@ -19,11 +19,11 @@ def rescore(spec: TrainerSpec, adapter_dir: Path) -> Evaluation | None:
     """result.json-style `evaluation` of the adapter in `adapter_dir` under `spec.evaluation`."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from loraplane.trainer.evaluate import evaluation_report
-    from loraplane.trainer.models import resolve_model
-    from loraplane.trainer.train import load_examples
+    from loraplane.trainer.models import resolve_base_model
+    from loraplane.trainer.train import load_examples, load_tokenizer
 
     result = TrainingResult.read(adapter_dir)
     if result is None or result.base_model is None:
@@ -33,15 +33,9 @@ def rescore(spec: TrainerSpec, adapter_dir: Path) -> Evaluation | None:
     token = os.environ.get(spec.hub_token_env) or None
     base = Path(result.base_model.path)
     if not base.is_dir():
-        base = resolve_model(
-            spec.base_model,
-            cache_dir=Path(spec.cache_dir),
-            pvc_root=Path(spec.mounts.pvc_root),
-            token=token,
-            token_env=spec.hub_token_env,
-        ).path
-    _, held_out, general_held = load_examples(spec, token)
-    tokenizer = AutoTokenizer.from_pretrained(base)
+        base = resolve_base_model(spec, token).path
+    examples = load_examples(spec, token)
+    tokenizer = load_tokenizer(base)
     model: Any = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     model = PeftModel.from_pretrained(model, str(adapter_dir))
-    return evaluation_report(model, tokenizer, held_out, general_held, spec.evaluation)
+    return evaluation_report(model, tokenizer, examples.held_out, examples.general_held, spec.evaluation)

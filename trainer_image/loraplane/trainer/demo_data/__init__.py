@@ -1,7 +1,7 @@
 """Demo data shipped with Loraplane (``builtin://NAME`` dataset URIs).
 
 Three sets, each with a ``train.jsonl`` and a ``heldout.jsonl`` (Alpaca records plus a short scorable
-``answer``), written by ``python -m loraplane.trainer.demo_data.generate``:
+``answer``), written by ``hack/generate_demo_data.py`` (not part of the package):
 
 - ``medical``: ICD-10 codes, referral departments, drug classes (English, template ``medical-en``);
 - ``finance``: headline sentiment, GICS sectors, ratio formulas (English, three-part answers of the

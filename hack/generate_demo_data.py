@@ -1,12 +1,15 @@
 """Write the built-in demo data sets (deterministic: fixed tables, fixed seed).
 
-    python -m loraplane.trainer.demo_data.generate [--out DIR]
+    .venv/bin/python hack/generate_demo_data.py [--out DIR]
 
-writes ``DIR/{medical,finance,general}/{train,heldout}.jsonl`` (default: this package folder, i.e. the
-committed files). Every record is Alpaca-shaped, ``{"instruction", "input", "output", "answer",
-"task"}``: ``answer`` is the short, objectively scorable part of ``output`` (a code, a label, a
-formula, a number) that the Contains/ExactMatch metrics check, and ``task`` names the sub-task for
-per-task reporting (trainers ignore it).
+writes ``DIR/{medical,finance,general}/{train,heldout}.jsonl`` (default: the folder of the package
+``loraplane.trainer.demo_data``, i.e. the committed files the trainer reads as ``builtin://`` data;
+tests/trainer/test_demo_data.py fails when they differ from what this writes).
+
+Every record is Alpaca-shaped, ``{"instruction", "input", "output", "answer", "task"}``: ``answer``
+is the short, objectively scorable part of ``output`` (a code, a label, a formula, a number) that
+the Contains/ExactMatch metrics check, and ``task`` names the sub-task for per-task reporting
+(trainers ignore it).
 
 Every answer comes from a fixed table or a keyword rule below, so a small model can learn it with
 LoRA in a few CPU minutes, while a base model mostly does not produce it unprompted (house label
@@ -53,7 +56,9 @@ import sys
 import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
+from loraplane.trainer.demo_data import DATA_DIR
 from loraplane.trainer.templates import format_structured_answer
 
 SEED = 20250607
@@ -96,6 +101,17 @@ def _cap(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+class Questions(NamedTuple):
+    """The question templates (instruction, input) of one task: training ones, and ones only held-out asks."""
+
+    train: tuple[tuple[str, str], ...]
+    heldout: tuple[tuple[str, str], ...]
+
+    def heldout_at(self, j: int) -> tuple[str, str]:
+        """The held-out template for the j-th held-out item (cycling through them)."""
+        return self.heldout[j % len(self.heldout)]
+
+
 # --------------------------------------------------------------------------------------------- medical
 
 # (condition as asked, WHO ICD-10 title, code)
@@ -127,18 +143,20 @@ ICD10: tuple[tuple[str, str, str], ...] = (
     ("acne vulgaris", "Acne vulgaris", "L70.0"),
     ("otitis media", "Otitis media, unspecified", "H66.9"),
 )
-ICD10_TRAIN_Q: tuple[tuple[str, str], ...] = (
-    ("What is the ICD-10 code for {c}?", ""),
-    ("Give the ICD-10 code for a diagnosis of {c}.", ""),
-    ("Which ICD-10 code should be recorded for {c}?", ""),
-    ("ICD-10 code lookup.", "{C}"),
-    ("Code this diagnosis in ICD-10.", "Diagnosis: {c}"),
-    ("A discharge summary lists {c}. Which ICD-10 code applies?", ""),
-)
-ICD10_HELDOUT_Q: tuple[tuple[str, str], ...] = (
-    ("Assign the ICD-10 code.", "The clinician documented {c}."),
-    ("For the claim form, how is {c} coded in ICD-10?", ""),
-    ("Which ICD-10 code matches the diagnosis below?", "{C}, confirmed at today's visit"),
+ICD10_Q = Questions(
+    train=(
+        ("What is the ICD-10 code for {c}?", ""),
+        ("Give the ICD-10 code for a diagnosis of {c}.", ""),
+        ("Which ICD-10 code should be recorded for {c}?", ""),
+        ("ICD-10 code lookup.", "{C}"),
+        ("Code this diagnosis in ICD-10.", "Diagnosis: {c}"),
+        ("A discharge summary lists {c}. Which ICD-10 code applies?", ""),
+    ),
+    heldout=(
+        ("Assign the ICD-10 code.", "The clinician documented {c}."),
+        ("For the claim form, how is {c} coded in ICD-10?", ""),
+        ("Which ICD-10 code matches the diagnosis below?", "{C}, confirmed at today's visit"),
+    ),
 )
 ICD10_NOTES = (
     "Confirm the diagnosis in the record before coding.",
@@ -280,15 +298,17 @@ DEPARTMENTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         ),
     ),
 )
-DEPARTMENT_TRAIN_Q: tuple[tuple[str, str], ...] = (
-    ("Which department should this patient be referred to?", "A {age}-year-old {sex} reports {s1} and {s2}."),
-    ("Triage to a specialty department.", "Symptoms: {s1}; {s2}. Age {age}, {sex}."),
-    ("A {age}-year-old {sex} presents with {s1} and {s2}. Which specialty should see them first?", ""),
-    ("Route this referral to the right department.", "{Sex}, {age}: {s1}, {s2}"),
-)
-DEPARTMENT_HELDOUT_Q: tuple[tuple[str, str], ...] = (
-    ("Which outpatient clinic fits this case best?", "{Sex} aged {age} with {s1} and also {s2}."),
-    ("Recommend the specialist department for a {age}-year-old {sex} complaining of {s1} together with {s2}.", ""),
+DEPARTMENT_Q = Questions(
+    train=(
+        ("Which department should this patient be referred to?", "A {age}-year-old {sex} reports {s1} and {s2}."),
+        ("Triage to a specialty department.", "Symptoms: {s1}; {s2}. Age {age}, {sex}."),
+        ("A {age}-year-old {sex} presents with {s1} and {s2}. Which specialty should see them first?", ""),
+        ("Route this referral to the right department.", "{Sex}, {age}: {s1}, {s2}"),
+    ),
+    heldout=(
+        ("Which outpatient clinic fits this case best?", "{Sex} aged {age} with {s1} and also {s2}."),
+        ("Recommend the specialist department for a {age}-year-old {sex} complaining of {s1} together with {s2}.", ""),
+    ),
 )
 DEPARTMENT_HELDOUT_PAIRS_PER_DEPT = 2
 URGENT_NOTE = "Seek emergency care if symptoms are sudden or severe."
@@ -334,15 +354,17 @@ DRUG_CLASSES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("Alpha-1 blocker", "-osin", ("tamsulosin", "doxazosin", "prazosin"), ("terazosin", "alfuzosin")),
     ("Nucleoside analogue antiviral", "-ciclovir", ("aciclovir", "ganciclovir"), ("valaciclovir", "famciclovir")),
 )
-DRUG_TRAIN_Q: tuple[tuple[str, str], ...] = (
-    ("Which drug class does {d} belong to?", ""),
-    ("Name the pharmacological class of {d}.", ""),
-    ("Classify this medication by drug class.", "{D}"),
-    ("A patient's medication list includes {d}. What class of drug is it?", ""),
-)
-DRUG_HELDOUT_Q: tuple[tuple[str, str], ...] = (
-    ("What kind of medicine is {d}, by drug class?", ""),
-    ("Identify the drug class.", "New prescription: {D}"),
+DRUG_Q = Questions(
+    train=(
+        ("Which drug class does {d} belong to?", ""),
+        ("Name the pharmacological class of {d}.", ""),
+        ("Classify this medication by drug class.", "{D}"),
+        ("A patient's medication list includes {d}. What class of drug is it?", ""),
+    ),
+    heldout=(
+        ("What kind of medicine is {d}, by drug class?", ""),
+        ("Identify the drug class.", "New prescription: {D}"),
+    ),
 )
 DRUG_TRAIN_REPEATS = 2
 
@@ -352,11 +374,11 @@ def medical(rng: random.Random) -> Split:
     heldout: list[Record] = []
 
     for i, (condition, title, code) in enumerate(ICD10):
-        for template in ICD10_TRAIN_Q:
+        for template in ICD10_Q.train:
             q = _fill(template, c=condition, C=_cap(condition))
             note = rng.choice(ICD10_NOTES)
             train.append(record("icd10", *q, f"{code}\n{title} (ICD-10 {code}). {note}", code))
-        q = _fill(ICD10_HELDOUT_Q[i % len(ICD10_HELDOUT_Q)], c=condition, C=_cap(condition))
+        q = _fill(ICD10_Q.heldout_at(i), c=condition, C=_cap(condition))
         heldout.append(record("icd10", *q, f"{code}\n{title} (ICD-10 {code}). {ICD10_NOTES[0]}", code))
 
     def patient() -> dict[str, str]:
@@ -368,10 +390,10 @@ def medical(rng: random.Random) -> Split:
         rng.shuffle(pairs)
         cut = len(pairs) - DEPARTMENT_HELDOUT_PAIRS_PER_DEPT
         for s1, s2 in pairs[:cut]:
-            q = _fill(rng.choice(DEPARTMENT_TRAIN_Q), s1=s1, s2=s2, **patient())
+            q = _fill(rng.choice(DEPARTMENT_Q.train), s1=s1, s2=s2, **patient())
             train.append(record("department", *q, f"{dept}\n{why} {URGENT_NOTE}", dept))
         for j, (s1, s2) in enumerate(pairs[cut:]):
-            q = _fill(DEPARTMENT_HELDOUT_Q[j % len(DEPARTMENT_HELDOUT_Q)], s1=s1, s2=s2, **patient())
+            q = _fill(DEPARTMENT_Q.heldout_at(j), s1=s1, s2=s2, **patient())
             heldout.append(record("department", *q, f"{dept}\n{why} {URGENT_NOTE}", dept))
 
     for cls, stem, train_drugs, heldout_drugs in DRUG_CLASSES:
@@ -380,11 +402,11 @@ def medical(rng: random.Random) -> Split:
             return f"{cls}\n{_cap(drug)} carries the stem {stem}, which marks this drug class."
 
         for drug in train_drugs:
-            for template in rng.sample(DRUG_TRAIN_Q, DRUG_TRAIN_REPEATS):
+            for template in rng.sample(DRUG_Q.train, DRUG_TRAIN_REPEATS):
                 q = _fill(template, d=drug, D=_cap(drug))
                 train.append(record("drug_class", *q, answer(drug), cls))
         for j, drug in enumerate(heldout_drugs):
-            q = _fill(DRUG_HELDOUT_Q[j % len(DRUG_HELDOUT_Q)], d=drug, D=_cap(drug))
+            q = _fill(DRUG_Q.heldout_at(j), d=drug, D=_cap(drug))
             heldout.append(record("drug_class", *q, answer(drug), cls))
     return train, heldout
 
@@ -460,15 +482,17 @@ SENTIMENT_RISKS: dict[str, tuple[str, ...]] = {
     "Bearish": ("The bad news may already be priced in.", "Management action could limit the damage."),
     "Neutral": ("Later announcements could change the picture.", "Watch the next results for real news."),
 }
-SENTIMENT_TRAIN_Q: tuple[tuple[str, str], ...] = (
-    ("Classify the market sentiment of this headline.", "{h}"),
-    ("What is the likely impact of this headline on the company's share price?", "{h}"),
-    ("Rate the sentiment of the following news for shareholders.", "{h}"),
-    ("Headline: {h}. What is your sentiment call?", ""),
-)
-SENTIMENT_HELDOUT_Q: tuple[tuple[str, str], ...] = (
-    ("As an analyst, judge how investors will read this news.", "Breaking: {h}"),
-    ("Give a sentiment rating for the stock after this announcement: {h}", ""),
+SENTIMENT_Q = Questions(
+    train=(
+        ("Classify the market sentiment of this headline.", "{h}"),
+        ("What is the likely impact of this headline on the company's share price?", "{h}"),
+        ("Rate the sentiment of the following news for shareholders.", "{h}"),
+        ("Headline: {h}. What is your sentiment call?", ""),
+    ),
+    heldout=(
+        ("As an analyst, judge how investors will read this news.", "Breaking: {h}"),
+        ("Give a sentiment rating for the stock after this announcement: {h}", ""),
+    ),
 )
 SENTIMENT_TRAIN_PER_EVENT = 7
 SENTIMENT_HELDOUT_EXTRA = 9  # held-out: every event once, plus this many more
@@ -501,14 +525,16 @@ SECTORS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Communication Services", ("Telecom", "Broadcasting", "Publishing", "Video Games")),
     ("Real Estate", ("REIT", "Realty", "Office Properties", "Property Management")),
 )
-SECTOR_TRAIN_Q: tuple[tuple[str, str], ...] = (
-    ("Which GICS sector does this company belong to?", "{name} ({ticker})"),
-    ("Classify {name} by GICS sector.", ""),
-    ("Sector classification request.", "Company: {name}, ticker {ticker}"),
-)
-SECTOR_HELDOUT_Q: tuple[tuple[str, str], ...] = (
-    ("An investor asks which sector {name} ({ticker}) trades in. Answer with the GICS sector.", ""),
-    ("Map the company below to its GICS sector.", "{ticker}: {name}"),
+SECTOR_Q = Questions(
+    train=(
+        ("Which GICS sector does this company belong to?", "{name} ({ticker})"),
+        ("Classify {name} by GICS sector.", ""),
+        ("Sector classification request.", "Company: {name}, ticker {ticker}"),
+    ),
+    heldout=(
+        ("An investor asks which sector {name} ({ticker}) trades in. Answer with the GICS sector.", ""),
+        ("Map the company below to its GICS sector.", "{ticker}: {name}"),
+    ),
 )
 SECTOR_TRAIN_PER_KEYWORD = 3
 SECTOR_HELDOUT_PER_SECTOR = 2
@@ -610,17 +636,19 @@ RATIOS: tuple[tuple[str, str, str, str], ...] = (
         "A falling share price can inflate it.",
     ),
 )
-FORMULA_TRAIN_Q: tuple[tuple[str, str], ...] = (
-    ("What is the formula for {r}?", ""),
-    ("How is {r} calculated?", ""),
-    ("Give the standard definition of {r} as a formula.", ""),
-    ("Formula lookup.", "{R}"),
-    ("Express {r} as a formula.", ""),
-    ("An intern asks how to compute {r}. What formula should they use?", ""),
-)
-FORMULA_HELDOUT_Q: tuple[tuple[str, str], ...] = (
-    ("Which calculation gives a company's {r}?", ""),
-    ("Show the computation behind the metric below.", "Metric: {R}"),
+FORMULA_Q = Questions(
+    train=(
+        ("What is the formula for {r}?", ""),
+        ("How is {r} calculated?", ""),
+        ("Give the standard definition of {r} as a formula.", ""),
+        ("Formula lookup.", "{R}"),
+        ("Express {r} as a formula.", ""),
+        ("An intern asks how to compute {r}. What formula should they use?", ""),
+    ),
+    heldout=(
+        ("Which calculation gives a company's {r}?", ""),
+        ("Show the computation behind the metric below.", "Metric: {R}"),
+    ),
 )
 
 
@@ -657,10 +685,10 @@ def finance(rng: random.Random) -> Split:
     events = [(label, event, basis) for label, items in SENTIMENT_EVENTS.items() for event, basis in items]
     for label, event, basis in events:
         for _ in range(SENTIMENT_TRAIN_PER_EVENT):
-            train.append(sentiment(label, event, basis, TRAIN_COMPANY_PREFIXES, rng.choice(SENTIMENT_TRAIN_Q)))
+            train.append(sentiment(label, event, basis, TRAIN_COMPANY_PREFIXES, rng.choice(SENTIMENT_Q.train)))
     held_events = events + rng.sample(events, SENTIMENT_HELDOUT_EXTRA)
     for j, (label, event, basis) in enumerate(held_events):
-        template = SENTIMENT_HELDOUT_Q[j % len(SENTIMENT_HELDOUT_Q)]
+        template = SENTIMENT_Q.heldout_at(j)
         heldout.append(sentiment(label, event, basis, HELDOUT_COMPANY_PREFIXES, template))
 
     def sector(gics: str, keyword: str, prefix: str, template: tuple[str, str]) -> Record:
@@ -672,16 +700,16 @@ def finance(rng: random.Random) -> Split:
     for gics, keywords in SECTORS:
         for keyword in keywords:
             for prefix in rng.sample(TRAIN_COMPANY_PREFIXES, SECTOR_TRAIN_PER_KEYWORD):
-                train.append(sector(gics, keyword, prefix, rng.choice(SECTOR_TRAIN_Q)))
+                train.append(sector(gics, keyword, prefix, rng.choice(SECTOR_Q.train)))
         for j, keyword in enumerate(rng.sample(keywords, SECTOR_HELDOUT_PER_SECTOR)):
             prefix = rng.choice(HELDOUT_COMPANY_PREFIXES)
-            heldout.append(sector(gics, keyword, prefix, SECTOR_HELDOUT_Q[j % len(SECTOR_HELDOUT_Q)]))
+            heldout.append(sector(gics, keyword, prefix, SECTOR_Q.heldout_at(j)))
 
     for ratio, formula, measures, caveat in RATIOS:
         out = _analyst(formula, f"It measures {measures}.", caveat)
-        for template in FORMULA_TRAIN_Q:
+        for template in FORMULA_Q.train:
             train.append(record("formula", *_fill(template, r=ratio, R=_cap(ratio)), out, formula))
-        for template in FORMULA_HELDOUT_Q:
+        for template in FORMULA_Q.heldout:
             heldout.append(record("formula", *_fill(template, r=ratio, R=_cap(ratio)), out, formula))
     return train, heldout
 
@@ -963,7 +991,7 @@ def write_all(out_dir: Path, seed: int = SEED) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent, help="output folder")
+    parser.add_argument("--out", type=Path, default=DATA_DIR, help="output folder")
     parser.add_argument("--seed", type=int, default=SEED)
     args = parser.parse_args(argv)
     for path in write_all(args.out, args.seed):
