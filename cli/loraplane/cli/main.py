@@ -122,7 +122,7 @@ def cmd_eval(ns: argparse.Namespace, console: Console) -> int:
     table.add_row("gate", "passed" if report.passed else "failed")
     console.print(table)
     if ns.json:
-        sys.stdout.write(json.dumps(report, ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps(report.dump(), ensure_ascii=False) + "\n")
     return 0
 
 
