@@ -74,13 +74,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `tests.*`: the tiny Llama, adapters, free ports
 
-from tests.kube_harness import free_port  # noqa: E402
-
 from loraplane.api.modelserver import VllmSpec  # noqa: E402
 from loraplane.api.result import TrainingResult  # noqa: E402
 from loraplane.serving.router import AdapterVersion, PublicModel, ServerRoute  # noqa: E402
 from loraplane.serving.vllm_args import ServedModel, build_args, cpu_profile  # noqa: E402
 from loraplane.serving.vllm_process import VllmProcess  # noqa: E402
+from tests.kube_harness import free_port  # noqa: E402
 
 BASE = "base"  # vLLM --served-model-name, routable under the same name everywhere
 PUBLIC = "bench"  # the adapter's public name (router, LiteLLM)

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from hack.generate_demo_data import SENTIMENT_EVENTS, write_all
 
+from hack.generate_demo_data import SENTIMENT_EVENTS, write_all
 from loraplane.trainer.demo_data import BUILTIN_DATASETS, builtin_dataset_path
 from loraplane.trainer.evaluate import contains
 
