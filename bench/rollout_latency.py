@@ -51,6 +51,8 @@ from tests.operator.ms_helpers import (  # noqa: E402
     summary,
 )
 
+from loraplane.serving import proctree  # noqa: E402
+
 LABELS = {"loraplane.io/adapter": "medical"}
 
 
@@ -79,7 +81,9 @@ class SucceededWatch:
             "-o",
             "custom-columns=P:.status.phase",
         ]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=cluster.env)
+        self.proc = proctree.spawn(
+            cmd, name="kubectl", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=cluster.env
+        )
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
@@ -90,8 +94,7 @@ class SucceededWatch:
                 self.at = time.monotonic()
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
+        proctree.stop(self.proc, 10)
 
 
 class FirstAnswer:
@@ -209,4 +212,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(proctree.entry_point(main))  # SIGTERM, SIGHUP: the finally blocks stop every process and the cluster

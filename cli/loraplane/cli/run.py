@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from loraplane.api.finetunejob import FineTuneJobSpec
 from loraplane.api.trainer_spec import Mounts, TrainerSpec
 from loraplane.cli.manifest import load_finetunejob
 from loraplane.cli.store import AdapterStore
+from loraplane.serving import proctree
 from loraplane.trainer.result import spec_hash
 
 PROGRESS_PREFIX = "LORAPLANE_PROGRESS "
@@ -149,21 +149,20 @@ def run_job(
         Progress(*columns, console=console, transient=False) as progress,
     ):
         task = progress.add_task(f"training {name}", total=None, info="loading model and data")
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env, start_new_session=True, bufsize=1
-        )
+        proc = proctree.spawn(cmd, name="trainer", stdout=subprocess.PIPE, stderr=log, text=True, env=env, bufsize=1)
         assert proc.stdout is not None
         try:
             _follow(proc.stdout, progress, task, log, console)
-            code = proc.wait()
+            code = proctree.wait(proc)
         except KeyboardInterrupt:
             progress.update(task, description="stopping: writing a checkpoint")
-            proc.send_signal(signal.SIGTERM)  # the trainer checkpoints at the end of the step and exits 18
-            try:
-                code = proc.wait()
-            except KeyboardInterrupt:  # a second Ctrl-C: stop now
-                proc.kill()
-                code = proc.wait()
+            try:  # the trainer checkpoints at the end of the step and exits 18
+                code = proctree.stop(proc, None)
+            except KeyboardInterrupt:  # a second Ctrl-C (the CLI's signal handler forces it before this)
+                code = proctree.kill(proc)
+        except BaseException:
+            proctree.stop(proc, 60)
+            raise
     message = ""
     if termination.is_file():
         try:
