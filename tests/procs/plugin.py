@@ -22,7 +22,7 @@ import pytest
 from loraplane.serving import proctree
 
 SESSION_ENV = "LORAPLANE_TEST_SESSION"
-LEFTOVER_WAIT_S = 30.0  # a process stopped at the end of the session may take a moment to go
+LEFTOVER_WAIT_S = 20.0  # a process stopped at the end of the session may take a moment to go
 
 _token = f"{os.getpid()}-{secrets.token_hex(4)}"
 
