@@ -125,7 +125,7 @@ def driver(tmp_path: Path, grace: float, script: str) -> tuple[subprocess.Popen[
     return proc, procs
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
 def test_entry_point_stops_its_children_on_a_stop_signal(tmp_path: Path, sig: signal.Signals) -> None:
     proc, procs = driver(tmp_path, 30, EXITS_ON_SIGTERM)
     proc.send_signal(sig)
