@@ -287,8 +287,9 @@ class _Guard:
     def close(self) -> None:
         """At exit: EOF to the guard (it stops whatever is still registered) and wait for it."""
         with self.lock:
-            if self.groups:
-                names = ", ".join(f"{g.name} (pgid {g.pgid})" for g in self.groups.values())
+            running = {p.pgid for p in tree_of_groups(process_table(), self.groups) if not p.exited}
+            if running:
+                names = ", ".join(f"{g.name} (pgid {g.pgid})" for g in self.groups.values() if g.pgid in running)
                 logger.warning("exiting with children still running; the guard stops them: %s", names)
             self._close_fd()
             if self.proc is not None:
