@@ -21,17 +21,18 @@
   :class:`Interrupted` (a KeyboardInterrupt) in the main thread, so the entry point's Ctrl-C path runs: drain,
   grace, SIGKILL to the tree. A second one SIGKILLs every registered tree and exits at once (128 + signal).
 
-Measured (tests/procs, `loraplane serve` on the tiny model, 2 busy cores): SIGTERM to exit 0 with nothing left,
-10.4 s (vLLM's engine finishes its drain at once, then hangs in its teardown until the API server kills it at
-its 10 s drain timeout); SIGKILL of `serve` to nothing left, 2.4 s (the guard's SIGTERM to the group); a second
-SIGTERM during the drain to exit, 1.3 s.
+Measured (tests/procs/test_entry_points.py, `loraplane serve` on the tiny model, 2 shared cores, two runs):
+SIGTERM to exit 0 with nothing left, 6.3 and 10.4 s (vLLM's engine drains at once, then takes 4-5 s in its
+teardown, or hangs there until the API server kills it at its 10 s drain timeout); SIGKILL of `serve` to
+nothing left, 2.4 and 4.3 s (the guard's SIGTERM to the group); a second SIGTERM during the drain to exit, 0.1
+and 1.3 s.
 
 Not used, and why:
 
 - ``PR_SET_PDEATHSIG`` (what VllmProcess used before): the kernel sends it when the *thread* that forked the
-  child exits, so it was set only for children started from the main thread, and those started from worker
-  threads (the tests and benches start vLLM replicas from a ThreadPoolExecutor) went unprotected; and it
-  reaches only the child: a SIGKILLed API server left its engine running (issue 23).
+  child exits, so VllmProcess set it only when started from the main thread (one started from any other thread
+  went unprotected, and a worker thread's exit would kill it); and it reaches only the child: a SIGKILLed API
+  server left its engine running (issue 23).
 - ``PR_SET_CHILD_SUBREAPER``: it holds only while we live, so it does nothing for a SIGKILL of us (the guard's
   case; the guard is our child, not our children's ancestor). While we live it would only add the descendants
   that leave their group and lose their parent; ours stay in their leader's group (checked with /proc: vLLM's
