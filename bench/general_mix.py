@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from loraplane.serving import proctree
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,7 +44,7 @@ def train(spec: dict[str, Any], ratio: float, work: Path) -> dict[str, Any]:
     path = work / f"spec-{ratio}.json"
     path.write_text(json.dumps(run_spec))
     print(f"training with generalMixRatio={ratio} ...", flush=True)
-    proc = subprocess.run([sys.executable, "-m", "loraplane.trainer", "--spec", str(path)], check=False)
+    proc = proctree.run([sys.executable, "-m", "loraplane.trainer", "--spec", str(path)], name="trainer")
     if proc.returncode != 0:
         sys.exit(f"trainer failed with exit code {proc.returncode}")
     evaluation: dict[str, Any] = json.loads((out / "result.json").read_text())["evaluation"]
@@ -71,4 +72,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(proctree.entry_point(main))  # SIGTERM, SIGHUP: the trainer checkpoints and stops, then we exit

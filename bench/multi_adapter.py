@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ sys.path.insert(0, str(REPO))  # `tests.trainer.tiny` for --tiny
 from loraplane.api.artifact import describe_adapter  # noqa: E402
 from loraplane.api.modelserver import VllmSpec  # noqa: E402
 from loraplane.api.result import TrainingResult  # noqa: E402
+from loraplane.serving import proctree  # noqa: E402
 from loraplane.serving.adapter_manager import AdapterManager, DesiredAdapter, NoRouting  # noqa: E402
 from loraplane.serving.vllm_args import CPU_MAX_NUM_SEQS, ServedModel, build_args, cpu_profile  # noqa: E402
 from loraplane.serving.vllm_client import VllmClient  # noqa: E402
@@ -148,7 +148,6 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="the tiny random Llama instead of SmolLM2")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop vLLM, remove files
 
     from tests.kube_harness import free_port
 
@@ -190,4 +189,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(proctree.entry_point(main))  # SIGTERM, SIGHUP: the finally blocks stop vLLM, remove files

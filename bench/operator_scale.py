@@ -30,6 +30,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from loraplane.serving import proctree  # noqa: E402
 from tests.kube_harness import (  # noqa: E402
     Cluster,
     OperatorProcess,
@@ -64,8 +65,8 @@ class Watch:
 
     def _read(self) -> None:
         while not self.stopped:
-            self.proc = subprocess.Popen(
-                self.cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=self.env
+            self.proc = proctree.spawn(
+                self.cmd, name="kubectl", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=self.env
             )
             assert self.proc.stdout is not None
             for line in self.proc.stdout:
@@ -73,13 +74,12 @@ class Watch:
                 name = self.accept(line.split())
                 if name and name not in self.first:
                     self.first[name] = now
-            self.proc.wait()
+            proctree.wait(self.proc)
 
     def stop(self) -> None:
         self.stopped = True
         if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
+            proctree.stop(self.proc, 10)
 
 
 def rss_mb(pid: int) -> float:
@@ -191,4 +191,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(proctree.entry_point(main))  # SIGTERM, SIGHUP: the finally blocks stop the operator and the cluster

@@ -29,6 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from loraplane.serving import proctree  # noqa: E402
 from tests.kube_harness import (  # noqa: E402
     Cluster,
     OperatorProcess,
@@ -78,7 +79,9 @@ class SucceededWatch:
             "-o",
             "custom-columns=P:.status.phase",
         ]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=cluster.env)
+        self.proc = proctree.spawn(
+            cmd, name="kubectl", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=cluster.env
+        )
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
@@ -89,8 +92,7 @@ class SucceededWatch:
                 self.at = time.monotonic()
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
+        proctree.stop(self.proc, 10)
 
 
 class FirstAnswer:
@@ -208,4 +210,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(proctree.entry_point(main))  # SIGTERM, SIGHUP: the finally blocks stop every process and the cluster

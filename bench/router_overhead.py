@@ -49,18 +49,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import ctypes
 import functools
 import json
 import math
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -76,6 +72,7 @@ sys.path.insert(0, str(REPO))  # `tests.*`: the tiny Llama, adapters, free ports
 
 from loraplane.api.modelserver import VllmSpec  # noqa: E402
 from loraplane.api.result import TrainingResult  # noqa: E402
+from loraplane.serving import proctree  # noqa: E402
 from loraplane.serving.router import AdapterVersion, PublicModel, ServerRoute  # noqa: E402
 from loraplane.serving.vllm_args import ServedModel, build_args, cpu_profile  # noqa: E402
 from loraplane.serving.vllm_process import VllmProcess  # noqa: E402
@@ -90,19 +87,10 @@ JSON_HEADERS = {"content-type": "application/json"}
 BLOCK = 8  # above concurrency 1, a recorded block has at least BLOCK * concurrency requests
 START_TIMEOUT = 900.0  # vLLM on a busy CPU: imports, weights, warm-up
 READY_TIMEOUT = 300.0  # router and LiteLLM, counted from vLLM being healthy
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-# `python -m loraplane.serving.router` with the per-request access log (INFO) turned off: the router has no
-# setting for it, so the module's main() runs after raising that one logger to WARNING.
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: SIGKILL the child when this benchmark dies, even by SIGKILL (no orphaned proxies)."""
-    if sys.platform == "linux":
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class Service:
-    """A helper process (the router, LiteLLM's proxy): its own process group, output to a log file."""
+    """A helper process (the router, LiteLLM's proxy): its own process group (proctree), output to a log file."""
 
     def __init__(
         self, name: str, argv: Sequence[str], env: dict[str, str], url: str, log_path: Path, cwd: Path
@@ -112,15 +100,14 @@ class Service:
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
+            self.proc = proctree.spawn(
                 self.argv,
+                name=self.name,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=self.cwd,
                 env={**os.environ, **self.env},
-                start_new_session=True,
-                preexec_fn=_die_with_parent if threading.current_thread() is threading.main_thread() else None,
             )
 
     @property
@@ -131,17 +118,8 @@ class Service:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, grace: float = 15.0) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        if self.proc is not None:
+            proctree.stop(self.proc, grace, group=True)  # SIGTERM to the group (LiteLLM's workers), then SIGKILL
 
     def tail(self, chars: int = 3000) -> str:
         try:
@@ -512,7 +490,6 @@ def main() -> None:
     parser.add_argument("--litellm", help="LiteLLM's `litellm` command (default: hack/setup-litellm.sh's)")
     parser.add_argument("--router-access-log", action="store_true", help="keep the router's per-request log")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop every process
 
     from tests.serving.fixtures import write_adapter
 
@@ -605,4 +582,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(proctree.entry_point(main))  # SIGTERM, SIGHUP: the finally blocks stop every process

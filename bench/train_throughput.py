@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from loraplane.api.result import TrainingResult
+from loraplane.serving import proctree
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_LENGTH = 1024
@@ -66,10 +67,11 @@ def spec_for(examples: int, heldout: int, out_dir: Path, cache_dir: Path) -> dic
 
 def run_ours(spec_path: Path, out_dir: Path) -> float:
     """Our trainer as a user runs it; returns its non-padding tokens per second (from result.json)."""
-    proc = subprocess.run(
+    proc = proctree.run(
         [sys.executable, "-m", "loraplane.trainer", "--spec", str(spec_path)],
-        check=False,
-        capture_output=True,
+        name="trainer",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     if proc.returncode != 0:
@@ -210,4 +212,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(proctree.entry_point(main))  # SIGTERM, SIGHUP: the trainer checkpoints and stops, then we exit

@@ -13,8 +13,9 @@ import pytest
 from tests.kube_harness import REPO, Cluster, OperatorProcess, poll, service_account_kubeconfig, start_cluster
 from tests.trainer.tiny import build_tiny_llama, build_tokenizer
 
-# The serving fixtures (tiny base, adapters, the vLLM pair) are shared by tests/serving and tests/operator.
-pytest_plugins = ["tests.serving.fixtures"]
+# The serving fixtures (tiny base, adapters, the vLLM pair) are shared by tests/serving and tests/operator; the
+# process plugin stops the session on SIGTERM/SIGHUP as on Ctrl-C and fails it if a process it started outlives it.
+pytest_plugins = ["tests.serving.fixtures", "tests.procs.plugin"]
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from loraplane.serving import proctree
 
 REPO = Path(__file__).resolve().parent.parent
 KWOK_DURATION = "kwok.loraplane.io/duration"
@@ -120,9 +121,16 @@ def start_cluster(state_dir: Path, *, real_node: bool = False) -> tuple[Cluster,
             f"the control plane did not start (hack/cluster.sh up exited {proc.returncode}):\n{proc.stderr[-6000:]}"
         )
     kubeconfig = Path(proc.stdout.strip().splitlines()[-1])
+    # hack/cluster.sh starts each component in a session of its own, to outlive the script: the guard stops them
+    # if this process dies before `down` does
+    components = {f.stem: int(f.read_text()) for f in (state_dir / "pids").glob("*.pid")}
+    for name, pid in components.items():
+        proctree.adopt(pid, name)
 
     def stop() -> None:
         subprocess.run([script, "down"], capture_output=True, timeout=300 if real_node else 120, env=env)
+        for pid in components.values():
+            proctree.release(pid)
 
     return Cluster(kubeconfig, bin_dir, env), stop
 
@@ -176,8 +184,9 @@ class OperatorProcess:
         log = self.log_path.open("ab")
         log.write(f"\n===== operator start #{self.starts} =====\n".encode())
         log.flush()
-        self.proc = subprocess.Popen(
+        self.proc = proctree.spawn(
             [sys.executable, "-m", "loraplane.operator"],
+            name="operator",
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -196,17 +205,12 @@ class OperatorProcess:
 
     def kill(self) -> None:
         """kill -9: no chance to clean up, as when a node dies."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=30)
+        if self.proc:
+            proctree.kill(self.proc)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self.proc:
+            proctree.stop(self.proc, 30)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from loraplane.api.result import RESULT_FILE, AdapterFiles, Evaluation, ResultSummary
+from loraplane.serving import proctree
 from tests.kube_harness import Cluster, OperatorProcess, free_port, poll
 from tests.operator.conftest import Kube, ftj
 
@@ -290,8 +291,12 @@ class RouterProcess:
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "loraplane.serving.router"], stdout=log, stderr=subprocess.STDOUT, env=self.env
+            self.proc = proctree.spawn(
+                [sys.executable, "-m", "loraplane.serving.router"],
+                name="router",
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
             )
         poll("the router's /healthz", self._healthy, timeout=60)
 
@@ -305,13 +310,8 @@ class RouterProcess:
             return False
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
+        if self.proc is not None:
+            proctree.stop(self.proc, 30)
 
     def server(self, key: str) -> dict[str, Any] | None:
         request = urllib.request.Request(

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from loraplane.serving import proctree
 from tests.kube_harness import free_port, poll
 from tests.trainer.test_train import run_trainer
 
@@ -47,7 +48,7 @@ def test_smollm2_adapter_trains_and_loads_into_vllm(tmp_path: Path) -> None:
 
     port = free_port()
     log = (tmp_path / "vllm.log").open("w")
-    server = subprocess.Popen(
+    server = proctree.spawn(
         [
             sys.executable,
             "-m",
@@ -72,6 +73,7 @@ def test_smollm2_adapter_trains_and_loads_into_vllm(tmp_path: Path) -> None:
             "--dtype",
             "float32",
         ],
+        name="vLLM",
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_KVCACHE_SPACE": "1"},
@@ -104,5 +106,4 @@ def test_smollm2_adapter_trains_and_loads_into_vllm(tmp_path: Path) -> None:
             answers[model] = json.loads(body)["choices"][0]["message"]["content"]
         assert all(answers.values()), answers
     finally:
-        server.terminate()
-        server.wait(timeout=60)
+        proctree.stop(server, 60)  # SIGTERM to the API server, then SIGKILL to whatever of its tree is left

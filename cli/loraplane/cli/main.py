@@ -16,6 +16,7 @@ from loraplane.cli.chat import DEFAULT_URL, ask
 from loraplane.cli.errors import ChatError, ServeError
 from loraplane.cli.manifest import ManifestError, load_modelserver
 from loraplane.cli.store import AdapterStore, UnknownAdapter, default_cache, default_store
+from loraplane.serving import proctree
 
 # Usage errors (bad YAML, unknown adapter): distinct from the trainer's exit codes (10-18).
 USAGE_ERROR = 2
@@ -64,8 +65,13 @@ def cmd_serve(ns: argparse.Namespace, console: Console) -> int:
         )
         try:
             threading.Event().wait()
-        except KeyboardInterrupt:
-            console.print("stopping")
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP (a second one forces: proctree.handle_stop_signals)
+            console.print("stopping: draining the answers in flight")
+    if server.vllm_exit_code != 0:
+        console.print(
+            f"[yellow]vLLM did not stop cleanly (exit code {server.vllm_exit_code}); log {server.vllm.log_path}"
+        )
+        return 1
     return 0
 
 
@@ -204,14 +210,16 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser().parse_args(argv)
     console = Console(stderr=False, highlight=False)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # SIGTERM and SIGHUP stop a command as Ctrl-C does (children drained, then killed whole); a second forces it
+    proctree.handle_stop_signals()
     try:
         return int(ns.func(ns, console))
     except (ManifestError, UnknownAdapter, ChatError, ServeError) as exc:
         console.print(f"[red]error:[/] {exc}", markup=True)
         return USAGE_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         console.print("interrupted")
-        return 130
+        return proctree.exit_code(exc)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 
 from loraplane.api.artifact import sha256_json
 from loraplane.api.exit_codes import ExitCode
@@ -30,6 +29,7 @@ from loraplane.api.result import ProgressRecord, ResultSummary
 from loraplane.api.trainer_spec import Mounts, TrainerSpec
 from loraplane.cli.manifest import load_finetunejob
 from loraplane.cli.store import AdapterStore
+from loraplane.serving import proctree
 
 SPEC_FILE = "trainer-spec.json"
 LOG_FILE = "train.log"
@@ -126,21 +126,20 @@ def run_job(
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     with (records / LOG_FILE).open("a", encoding="utf-8") as log, progress_bar(console) as progress:
         task = progress.add_task(f"training {name}", total=None, info="loading model and data")
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env, start_new_session=True, bufsize=1
-        )
+        proc = proctree.spawn(cmd, name="trainer", stdout=subprocess.PIPE, stderr=log, text=True, env=env, bufsize=1)
         assert proc.stdout is not None
         try:
             _follow(proc.stdout, progress, task, log, console)
-            code = proc.wait()
+            code = proctree.wait(proc)
         except KeyboardInterrupt:
             progress.update(task, description="stopping: writing a checkpoint")
-            proc.send_signal(signal.SIGTERM)  # the trainer checkpoints at the end of the step and exits 18
-            try:
-                code = proc.wait()
-            except KeyboardInterrupt:  # a second Ctrl-C: stop now
-                proc.kill()
-                code = proc.wait()
+            try:  # the trainer checkpoints at the end of the step and exits 18
+                code = proctree.stop(proc, None)
+            except KeyboardInterrupt:  # a second Ctrl-C (the CLI's signal handler forces it before this)
+                code = proctree.kill(proc)
+        except BaseException:
+            proctree.stop(proc, 60)
+            raise
     summary = ResultSummary.parse(termination.read_text(encoding="utf-8")) if termination.is_file() else None
     outcome = RunOutcome(name, code, out, summary.message if summary else "")
     print_outcome(outcome, records / LOG_FILE, console)
@@ -149,21 +148,6 @@ def run_job(
 
 def progress_bar(console: Console) -> Progress:
     """The training bar: steps done of all, the trainer's latest numbers (`describe`), time spent and left."""
-    columns = (
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} steps"),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    return Progress(*columns, console=console, transient=False)
-
-
-def print_outcome(outcome: RunOutcome, log: Path, console: Console) -> None:
-    """What an interrupted or failed run tells the user (a success is reported by the caller)."""
-    name, code, message = outcome.name, outcome.code, outcome.message
     if code == ExitCode.INTERRUPTED:
         console.print(f"[yellow]{name}: interrupted ({message or 'checkpoint saved'})[/]")
         console.print("run the same command again to resume from the checkpoint")

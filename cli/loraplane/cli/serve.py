@@ -155,6 +155,7 @@ class LocalServer:
             python=sys.executable,  # the interpreter that has vLLM (not whatever python3 is on PATH)
         )
         self.vllm = VllmProcess(launch, log_dir / "vllm.log")
+        self.vllm_exit_code: int | None = None  # once closed: 0 when vLLM drained and exited by itself
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -202,11 +203,12 @@ class LocalServer:
             raise ServeError(f"not routable after {timeout:.0f}s: {sorted(pending)} (last error {last})")
 
     def close(self) -> None:
+        """The router stops taking requests and drains, then vLLM drains and stops (its whole process tree)."""
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=30)
-        self.vllm.stop()
+        self.vllm_exit_code = self.vllm.stop()
 
     def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
         self.close()

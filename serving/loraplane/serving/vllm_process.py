@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import os
-import signal
 import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from loraplane.serving import proctree
 from loraplane.serving.vllm_args import HEALTH_PATH, VllmLaunch
 
 logger = logging.getLogger(__name__)
-
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: SIGKILL the server when the process that started it dies (no orphaned vLLM after a killed test run)."""
-    if sys.platform != "linux":
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class VllmStartError(RuntimeError):
@@ -70,15 +56,14 @@ class VllmProcess:
             return
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
+            # its own process group (with its engine), stopped with us even if we are killed: see proctree
+            self._proc = proctree.spawn(
                 list(self.launch.argv),
+                name="vLLM",
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **self.launch.env},
-                start_new_session=True,  # its own process group: kill() and stop()'s fallback reach every child
-                # the kernel's parent-death signal follows the spawning *thread*: only tie it to the main thread
-                preexec_fn=_die_with_parent if threading.current_thread() is threading.main_thread() else None,
             )
         logger.info("started vLLM pid %s on %s (log %s)", self._proc.pid, self.url, self.log_path)
 
@@ -106,7 +91,7 @@ class VllmProcess:
         self.wait_ready()
 
     def stop(self, grace: float = 20.0) -> int | None:
-        """SIGTERM, wait up to `grace` seconds, then SIGKILL; returns the exit code (None if never started).
+        """SIGTERM, wait up to `grace` seconds, then SIGKILL to its whole tree; the exit code (None if never started).
 
         SIGTERM goes to the API server alone, as Kubernetes sends it to a container's first process: vLLM
         then drains its answers in flight (--shutdown-timeout) and stops its engine itself. Sent to the
@@ -114,34 +99,13 @@ class VllmProcess:
         it, and in one of three tries it stopped stepping: the answer in flight stalled until vLLM killed
         its engine at the end of the drain timeout (tests/serving/test_vllm_shutdown.py).
         """
-        proc = self._proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)  # a process already gone is not an error (Popen checks)
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                logger.warning("vLLM pid %s ignored SIGTERM for %ss; killing it", proc.pid, grace)
-        self._signal(signal.SIGKILL)  # all of its group if it ignored SIGTERM, else whatever outlived it
-        proc.wait(timeout=30)
-        return proc.returncode
+        # SIGKILL goes to its group and its descendants if it ignored SIGTERM, else to whatever outlived it
+        return None if self._proc is None else proctree.stop(self._proc, grace)
 
     def kill(self) -> int | None:
-        """SIGKILL at once (a crashed replica)."""
-        proc = self._proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            self._signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-        return proc.returncode
+        """SIGKILL its whole tree at once (a crashed replica)."""
+        return None if self._proc is None else proctree.kill(self._proc)
 
     def restart(self) -> None:
         self.stop()
         self.start()
-
-    def _signal(self, sig: signal.Signals) -> None:
-        assert self._proc is not None
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self._proc.pid, sig)

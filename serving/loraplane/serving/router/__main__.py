@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import signal
 import sys
 
 from loraplane.serving.router import RouterSettings, create_app
@@ -22,7 +23,11 @@ def main() -> int:
     # every request in flight otherwise).
     gc.collect()
     gc.freeze()
-    router_server(app, settings.host, settings.port).run()
+    server = router_server(app, settings.host, settings.port)
+    # uvicorn drains on SIGINT and SIGTERM; SIGHUP (its terminal closed) drains the same way, unless ignored (nohup)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, server.handle_exit)
+    server.run()
     return 0
 
 
