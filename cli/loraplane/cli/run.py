@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rich.console import Console
-from rich.progress import Progress
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from loraplane.api.artifact import sha256_json
 from loraplane.api.exit_codes import ExitCode
@@ -148,6 +155,21 @@ def run_job(
 
 def progress_bar(console: Console) -> Progress:
     """The training bar: steps done of all, the trainer's latest numbers (`describe`), time spent and left."""
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    return Progress(*columns, console=console, transient=False)
+
+
+def print_outcome(outcome: RunOutcome, log: Path, console: Console) -> None:
+    """What an interrupted or failed run tells the user (a success is reported by the caller)."""
+    name, code, message = outcome.name, outcome.code, outcome.message
     if code == ExitCode.INTERRUPTED:
         console.print(f"[yellow]{name}: interrupted ({message or 'checkpoint saved'})[/]")
         console.print("run the same command again to resume from the checkpoint")
