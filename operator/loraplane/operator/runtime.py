@@ -279,14 +279,19 @@ class Runtime:
         """A round of the object now (or one more round of a running one), then whatever it asks for."""
         key = (controller.kind, namespace, name)
         round_ = controller.round(namespace, name, body)
-        started = time.monotonic()
+
+        def timed(p: Pass) -> Requeue | None:
+            started = time.monotonic()
+            try:
+                return round_(p)
+            finally:
+                metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+
         try:
-            ran, requeue = await self.in_executor(lambda: self._rounds.run(key, round_, apply=apply))
+            ran, requeue = await self.in_executor(lambda: self._rounds.run(key, timed, apply=apply))
         except Exception as exc:
-            metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
             await self._failed(controller, key, exc, apply)
             return
-        metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
         if not ran:
             return  # the round that runs reports for this trigger too
         self._streaks.pop(key, None)

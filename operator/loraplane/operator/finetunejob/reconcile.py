@@ -49,7 +49,7 @@ class FineTuneJobController:
 
     def round(self, namespace: str, name: str, body: Mapping[str, Any] | None) -> RoundFn:
         def run(p: Pass) -> Requeue | None:
-            carried = body if p.first and body is not None else None
+            carried = body if p.first else None
             obj = carried or kube.get(API_VERSION, KIND, namespace, name)
             if obj is None:
                 return None  # gone: its children go by garbage collection

@@ -81,7 +81,7 @@ class ModelServerController:
         claims = self.claims()
 
         def run(p: Pass) -> Requeue | None:
-            carried = body if p.first and body is not None else None
+            carried = body if p.first else None
             obj = carried or kube.get(API_VERSION, KIND, namespace, name)
             if obj is None:
                 return None  # gone: its children go by garbage collection, its route went with our finalizer
