@@ -11,7 +11,8 @@ from pydantic import ValidationError
 
 from loraplane.api import FineTuneJob, FineTuneJobSpec, ModelServer
 from loraplane.api.lora_rules import default_target_modules, known_model
-from loraplane.operator.validation import finetunejob_problems, modelserver_problems
+from loraplane.operator.finetunejob.validation import finetunejob_problems
+from loraplane.operator.modelserver.validation import modelserver_problems
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

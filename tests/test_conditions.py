@@ -1,10 +1,14 @@
-"""Unit tests: condition bookkeeping and the admission status mapping (pure functions)."""
+"""Unit tests: condition bookkeeping, admission and the ReconcileFailed mark as the controllers write them (pure)."""
 
 from __future__ import annotations
 
 from loraplane.api.conditions import get_condition, set_condition
+from loraplane.api.finetunejob import FineTuneJobStatus
 from loraplane.api.lora_rules import Problem
-from loraplane.operator.status import finetunejob_admission_status, status_patch
+from loraplane.api.modelserver import ModelServerStatus
+from loraplane.operator.finetunejob.status import Snapshot, finetunejob_status
+from loraplane.operator.modelserver.status import ServerSnapshot, modelserver_status
+from loraplane.operator.status import reconcile_failed, status_patch
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
 
@@ -24,22 +28,49 @@ def test_other_conditions_kept_in_order() -> None:
     assert [c.type for c in conds] == ["A", "B"]
 
 
+def admitted(current: FineTuneJobStatus, generation: int, problems: list[Problem], timestamp: str) -> FineTuneJobStatus:
+    """The status a round writes for a spec before its Job exists (what admission looks like to the user)."""
+    snap = Snapshot(generation=generation, problems=problems, suspend=False, adapter_uri="pvc://s/n/x", job=None)
+    return finetunejob_status(current, snap, timestamp)
+
+
 def test_admission_accepts_then_is_stable() -> None:
-    status = finetunejob_admission_status(None, 1, [], T0)
+    status = admitted(FineTuneJobStatus(), 1, [], T0)
     accepted = get_condition(status.conditions, "Accepted")
     assert status.phase == "Pending" and status.observed_generation == 1
     assert accepted is not None and accepted.status == "True"
     current = status.to_k8s()
-    again = finetunejob_admission_status(current, 1, [], T1)
+    again = admitted(FineTuneJobStatus.model_validate(current), 1, [], T1)
     assert status_patch(current, again) is None  # nothing to write a second time
 
 
 def test_admission_rejects_then_recovers() -> None:
-    bad = finetunejob_admission_status(None, 1, [Problem("spec.lora.bias", "vLLM serves only bias 'none'")], T0)
+    bad = admitted(FineTuneJobStatus(), 1, [Problem("spec.lora.bias", "vLLM serves only bias 'none'")], T0)
     failed = get_condition(bad.conditions, "Failed")
     assert bad.phase == "Failed" and failed is not None and failed.reason == "InvalidSpec"
     assert "spec.lora.bias" in failed.message
-    fixed = finetunejob_admission_status(bad.to_k8s(), 2, [], T1)
+    fixed = admitted(bad, 2, [], T1)
     assert fixed.phase == "Pending" and get_condition(fixed.conditions, "Failed") is None
     accepted = get_condition(fixed.conditions, "Accepted")
     assert accepted is not None and accepted.status == "True" and accepted.last_transition_time == T1
+
+
+def test_a_failing_reconcile_is_marked_once_and_the_next_good_round_clears_it() -> None:
+    good = admitted(FineTuneJobStatus(), 1, [], T0).to_k8s()
+    mark = reconcile_failed(good, "the operator cannot reconcile this object and keeps retrying: API 403", 1, T1)
+    assert mark is not None
+    marked = FineTuneJobStatus.model_validate({**good, **mark})
+    degraded = get_condition(marked.conditions, "Degraded")
+    assert degraded is not None and (degraded.status, degraded.reason) == ("True", "ReconcileFailed")
+    assert "API 403" in degraded.message and degraded.observed_generation == 1
+    assert reconcile_failed(marked.to_k8s(), degraded.message, 1, T1) is None, "the same failure: no second write"
+    assert [c.type for c in marked.conditions][:-1] == [c["type"] for c in good["conditions"]], "the rest is kept"
+    cleared = admitted(marked, 1, [], T1)
+    assert get_condition(cleared.conditions, "Degraded") is None
+
+
+def test_a_good_modelserver_round_replaces_the_mark() -> None:
+    marked = ModelServerStatus.model_validate(reconcile_failed({}, "keeps retrying: boom", 3, T0) or {})
+    snap = ServerSnapshot(generation=3, problems=[], spec=None)  # the smallest snapshot a round writes
+    degraded = get_condition(modelserver_status(marked, snap, T1).conditions, "Degraded")
+    assert degraded is not None and degraded.reason != "ReconcileFailed"

@@ -26,6 +26,21 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), None)
 
 
+def assert_applied_child_of(child: dict[str, Any], owner: dict[str, Any]) -> None:
+    """`child` was server-side applied by the operator and is controlled by `owner` (garbage-collected with it)."""
+    (ref,) = child["metadata"]["ownerReferences"]
+    meta = owner["metadata"]
+    assert (ref["kind"], ref["name"], ref["uid"], ref["controller"]) == (owner["kind"], meta["name"], meta["uid"], True)
+    managers = [(m["manager"], m["operation"]) for m in child["metadata"]["managedFields"]]
+    assert ("loraplane-operator", "Apply") in managers, managers
+
+
+def no_room_for(resource: str) -> dict[str, Any]:
+    """A ResourceQuota that allows no object of `resource` (e.g. count/jobs.batch): its creates get 403."""
+    name = "no-" + resource.removeprefix("count/").split(".")[0]
+    return {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": name}, "spec": {"hard": {resource: "0"}}}
+
+
 class Kube:
     """Small, polling helpers over kubectl for one namespace."""
 

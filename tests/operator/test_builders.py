@@ -7,11 +7,11 @@ from typing import Any
 
 from loraplane.api.finetunejob import FineTuneJobSpec
 from loraplane.api.trainer_spec import TrainerSpec
-from loraplane.operator import builders
-from loraplane.operator.builders import Owner
+from loraplane.operator.finetunejob import builders
+from loraplane.operator.owner import Owner
 from loraplane.operator.settings import OperatorSettings
 
-OWNER = Owner(name="med", namespace="team-a", uid="u-1")
+OWNER = Owner(kind="FineTuneJob", name="med", namespace="team-a", uid="u-1")
 SETTINGS = OperatorSettings(priority=1, trainer_image="trainer:test")
 OWNER_REF = {
     "apiVersion": "loraplane.io/v1alpha1",

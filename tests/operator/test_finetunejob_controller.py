@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.kube_harness import Cluster, OperatorProcess, poll
-from tests.operator.conftest import Kube, condition, ftj
+from tests.operator.conftest import Kube, assert_applied_child_of, condition, ftj, no_room_for
 
 pytestmark = pytest.mark.cluster
 
@@ -28,17 +28,7 @@ SUMMARY = {
 def test_job_created_with_the_right_fields_and_pod_on_a_gpu_node(kube: Kube, operator: OperatorProcess) -> None:
     kube.c.apply(ftj("shape", resources={"gpus": 2, "memory": "8Gi"}), "-n", kube.ns)
     job = poll("the training Job", lambda: kube.maybe("job", "shape-train"))
-    owner = kube.get("ftj", "shape")
-    (ref,) = job["metadata"]["ownerReferences"]
-    assert (ref["kind"], ref["name"], ref["uid"], ref["controller"]) == (
-        "FineTuneJob",
-        "shape",
-        owner["metadata"]["uid"],
-        True,
-    )
-    assert any(
-        m["manager"] == "loraplane-operator" and m["operation"] == "Apply" for m in job["metadata"]["managedFields"]
-    )
+    assert_applied_child_of(job, kube.get("ftj", "shape"))
     spec = job["spec"]
     assert spec["suspend"] is False and spec["backoffLimit"] == 3
     rules = spec["podFailurePolicy"]["rules"]
@@ -265,6 +255,26 @@ def test_a_second_replica_stands_by(kube: Kube, operator: OperatorProcess, tmp_p
         kube.wait_ftj("single", lambda o: o["status"].get("phase") == "Downloading", "Downloading")
         assert len(kube.get("jobs", "-l", "loraplane.io/finetunejob=single")["items"]) == 1
         assert "Handler 'finetunejob_changed'" not in standby.log(), "the standby replica acted"
-        assert "Handler 'training_pod_changed'" not in standby.log()
+        assert "Handler 'training_child_changed'" not in standby.log()
     finally:
         standby.stop()
+
+
+def test_a_write_the_api_server_keeps_refusing_shows_in_kubectl_describe_and_clears(
+    kube: Kube, operator: OperatorProcess
+) -> None:
+    """A persistent failure (a quota that allows no Job) is Degraded=True ReconcileFailed until a round succeeds."""
+    kube.c.apply(no_room_for("count/jobs.batch"), "-n", kube.ns)
+    kube.c.apply(ftj("refused"), "-n", kube.ns)
+    kube.wait_ftj("refused", lambda o: (condition(o, "Degraded") or {}).get("reason") == "ReconcileFailed", "marked")
+    described = kube.c.kubectl("describe", "ftj", "refused", "-n", kube.ns).stdout
+    assert "ReconcileFailed" in described and 'jobs.batch "refused-train" is forbidden' in described, described
+    assert kube.maybe("job", "refused-train") is None
+    kube.c.kubectl("delete", "resourcequota", "no-jobs", "-n", kube.ns)
+    obj = kube.wait_ftj(
+        "refused",
+        lambda o: o["status"].get("jobName") == "refused-train" and condition(o, "Degraded") is None,
+        "the retry succeeds and clears the mark",
+        timeout=120,
+    )
+    assert condition(obj, "Accepted")["status"] == "True"  # type: ignore[index]

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.kube_harness import Cluster, OperatorProcess, add_store, poll
-from tests.operator.conftest import Kube
+from tests.operator.conftest import Kube, assert_applied_child_of, no_room_for
 from tests.operator.ms_helpers import (
     Ms,
     StubRouter,
@@ -65,16 +65,7 @@ def test_children_status_and_route(ms: Ms, stub: StubRouter) -> None:
     ms.c.apply(modelserver("qwen", [selector("medical")]), "-n", ms.ns)
     ready = ms.wait_condition("qwen", "Ready", "True", "Serving")
     dep = poll("the vLLM Deployment", lambda: ms.get("deployment", "qwen-vllm"))
-    (ref,) = dep["metadata"]["ownerReferences"]
-    assert (ref["kind"], ref["name"], ref["uid"], ref["controller"]) == (
-        "ModelServer",
-        "qwen",
-        ready["metadata"]["uid"],
-        True,
-    )
-    assert any(
-        m["manager"] == "loraplane-operator" and m["operation"] == "Apply" for m in dep["metadata"]["managedFields"]
-    )
+    assert_applied_child_of(dep, ready)
     pod_spec = dep["spec"]["template"]["spec"]
     assert (
         pod_spec["securityContext"]["runAsNonRoot"] is True and pod_spec["initContainers"][0]["name"] == "fetch-model"
@@ -255,6 +246,43 @@ def test_scaling_and_deletion_follow_the_spec(ms: Ms, stub: StubRouter) -> None:
     )
     assert condition(obj, "Ready")["observedGeneration"] == 2
     poll("3 replicas routed", lambda: len((stub.route(key) or {}).get("replicas", [])) == 3)
+    # kopf keeps no state on the object: only our finalizer (the route goes first), none of kopf's annotations.
+    meta = obj["metadata"]
+    assert meta.get("finalizers") == ["loraplane.io/route-cleanup"]
+    assert [a for a in meta.get("annotations") or {} if a.startswith(("loraplane.io/", "kopf."))] == []
     ms.c.kubectl("delete", "ms", "qwen", "-n", ms.ns, "--wait=true", "--timeout=60s")
     assert key in stub.deletes and stub.route(key) is None
     poll("the Deployment garbage-collected", lambda: ms.get("deployment", "qwen-vllm") is None, timeout=120)
+
+
+def test_leftovers_of_kopfs_handlers_go_away(ms: Ms, stub: StubRouter) -> None:
+    """An object from an earlier version (kopf's finalizer and diffbase annotation) is migrated by a round."""
+    old = modelserver("legacy", [], replicas=1, resources={"gpus": 0})
+    old["metadata"]["annotations"] = {"loraplane.io/last-handled-configuration": '{"spec": {}}'}
+    old["metadata"]["finalizers"] = ["loraplane.io/finalizer"]
+    ms.c.apply(old, "-n", ms.ns)
+    obj = ms.wait(
+        "legacy",
+        lambda o: (
+            o["metadata"].get("finalizers") == ["loraplane.io/route-cleanup"]
+            and "loraplane.io/last-handled-configuration" not in (o["metadata"].get("annotations") or {})
+        ),
+        "kopf's finalizer and annotation gone, ours in place",
+    )
+    assert obj["metadata"]["generation"] == 1
+    ms.c.kubectl("delete", "ms", "legacy", "-n", ms.ns, "--wait=true", "--timeout=60s")
+    assert f"{ms.ns}.legacy" in stub.deletes
+
+
+def test_a_write_the_api_server_keeps_refusing_shows_in_kubectl_describe_and_clears(ms: Ms, stub: StubRouter) -> None:
+    """A persistent failure (a quota that allows no PodDisruptionBudget) is Degraded=True ReconcileFailed."""
+    ms.c.apply(no_room_for("count/poddisruptionbudgets.policy"), "-n", ms.ns)
+    adapters = [{"name": "medical", "source": {"uri": "pvc://store/a/b"}}]
+    ms.c.apply(modelserver("qwen", adapters, replicas=1, resources={"gpus": 0}), "-n", ms.ns)
+    ms.wait_condition("qwen", "Degraded", "True", "ReconcileFailed")
+    described = ms.c.kubectl("describe", "ms", "qwen", "-n", ms.ns).stdout
+    assert "ReconcileFailed" in described, described
+    assert 'poddisruptionbudgets.policy "qwen-vllm" is forbidden' in described, described
+    ms.c.kubectl("delete", "resourcequota", "no-poddisruptionbudgets", "-n", ms.ns)
+    obj = ms.wait_condition("qwen", "Ready", "True", "Serving", timeout=120)
+    assert condition(obj, "Degraded")["reason"] == "Healthy"

@@ -12,10 +12,11 @@ import yaml
 from loraplane.api import FineTuneJob, ModelServer
 from loraplane.api.modelserver import ModelServerStatus
 from loraplane.api.route import ServerStatus
-from loraplane.operator.modelserver_resolve import AdapterPlan, Version
-from loraplane.operator.modelserver_route import desired_route
-from loraplane.operator.modelserver_status import ServerSnapshot, modelserver_status
-from loraplane.operator.validation import finetunejob_problems, modelserver_problems
+from loraplane.operator.finetunejob.validation import finetunejob_problems
+from loraplane.operator.modelserver.resolve import AdapterPlan, Version
+from loraplane.operator.modelserver.route import desired_route
+from loraplane.operator.modelserver.status import RouteResult, ServerSnapshot, modelserver_status
+from loraplane.operator.modelserver.validation import modelserver_problems
 
 lua51 = pytest.importorskip("lupa.lua51", reason="lupa (dev dependency) runs the Argo CD health checks")
 
@@ -70,11 +71,13 @@ def ms_status(**over: Any) -> ModelServerStatus:
         ],
         "replica_urls": {"p0": URL},
         "plans": [plan],
-        "router": ServerStatus.model_validate(
-            {
-                "route": route.model_dump(mode="json"),
-                "replicas": [{"url": URL, "healthy": True, "loaded": loaded, "errors": {}}],
-            }
+        "route": RouteResult(
+            state=ServerStatus.model_validate(
+                {
+                    "route": route.model_dump(mode="json"),
+                    "replicas": [{"url": URL, "healthy": True, "loaded": loaded, "errors": {}}],
+                }
+            )
         ),
     }
     snap.update(over)
@@ -98,7 +101,7 @@ def test_modelserver_health_follows_the_conditions() -> None:
     assert (status, message) == ("Healthy", f"medical=v1@{SHA[:12]}")
     status, message = health("modelserver.lua", ms_object(ms_status(loaded=[])))
     assert status == "Progressing" and message.startswith("LoadingAdapters: medical: loading")
-    status, message = health("modelserver.lua", ms_object(ms_status(router=None, router_error="connection refused")))
+    status, message = health("modelserver.lua", ms_object(ms_status(route=RouteResult(error="connection refused"))))
     assert (status, message) == ("Degraded", "RouterUnavailable: connection refused")
     zero = ms_status(replicas=0, pods=[], replica_urls={})
     assert health("modelserver.lua", ms_object(zero))[0] == "Suspended"

@@ -3,37 +3,45 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
 
-from loraplane.api.conditions import get_condition
+from loraplane.api.conditions import SourceReason, get_condition
 from loraplane.api.modelserver import ModelServerSpec, ModelServerStatus, ResolvedAdapter
 from loraplane.api.route import AdapterVersion, PublicModel, ServerRoute, ServerStatus
-from loraplane.operator import builders
-from loraplane.operator import modelserver_builders as msb
-from loraplane.operator.modelserver_reconcile import publish
-from loraplane.operator.modelserver_resolve import (
+from loraplane.operator.modelserver import builders as msb
+from loraplane.operator.modelserver.publish import ROLLOUT_POLL_SECONDS, RolloutPacer, publish
+from loraplane.operator.modelserver.resolve import (
     AdapterPlan,
     Claim,
     JobInfo,
-    SourceReason,
     Version,
     adapter_path,
     name_claims,
     resolve_all,
     store_claims,
 )
-from loraplane.operator.modelserver_route import desired_route, next_step, same_route
-from loraplane.operator.modelserver_status import ServerSnapshot, modelserver_status, summary, transitions
+from loraplane.operator.modelserver.route import desired_route, next_step, same_route
+from loraplane.operator.modelserver.status import (
+    RouteResult,
+    ServerSnapshot,
+    modelserver_status,
+    summary,
+    transitions,
+)
+from loraplane.operator.modelserver.validation import modelserver_problems
+from loraplane.operator.names import ANNOTATION_ENDPOINT
+from loraplane.operator.owner import Owner
+from loraplane.operator.pods import restricted_container_security, restricted_pod_security
 from loraplane.operator.router_client import RouterClient, RouterRejected, RouterUnavailable
 from loraplane.operator.settings import OperatorSettings
-from loraplane.operator.validation import modelserver_problems
 from loraplane.serving.vllm_args import HEALTH_PATH
 from tests.operator.ms_helpers import StubRouter
 
 SETTINGS = OperatorSettings(priority=1, trainer_image="trainer:test")
-OWNER = msb.Owner(name="qwen", namespace="team-a", uid="u-9")
+OWNER = Owner(kind="ModelServer", name="qwen", namespace="team-a", uid="u-9")
 SHA = {n: (c * 64) for n, c in zip(("v1", "v2", "v3", "bad", "run"), "abcde", strict=True)}
 T0 = "2025-01-01T00:00:00Z"
 T1 = "2025-01-01T00:05:00Z"
@@ -102,7 +110,7 @@ def test_deployment_runs_vllm_from_the_serving_builder_with_restricted_security(
     }
     assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
     pod = dep["spec"]["template"]["spec"]
-    assert pod["securityContext"] == builders.restricted_pod_security()
+    assert pod["securityContext"] == restricted_pod_security()
     assert pod["automountServiceAccountToken"] is False
     assert pod["nodeSelector"] == {"gpu": "l4"} and pod["tolerations"][0]["key"] == "nvidia.com/gpu"
     launch = msb.vllm_launch(OWNER, spec(), SETTINGS)
@@ -126,13 +134,7 @@ def test_deployment_runs_vllm_from_the_serving_builder_with_restricted_security(
     assert vllm["readinessProbe"]["httpGet"] == {"path": HEALTH_PATH, "port": 8000}
     assert vllm["startupProbe"]["failureThreshold"] * vllm["startupProbe"]["periodSeconds"] >= 300
     assert vllm["lifecycle"]["preStop"]["exec"]["command"][-1].startswith("sleep")
-    assert vllm["securityContext"] == {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "runAsNonRoot": True,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+    assert vllm["securityContext"] == restricted_container_security()  # pinned in test_builders.py
     assert vllm["resources"] == {
         "requests": {"nvidia.com/gpu": "1", "memory": "32Gi"},
         "limits": {"nvidia.com/gpu": "1", "memory": "32Gi"},
@@ -155,8 +157,9 @@ def test_base_model_is_fetched_by_an_init_container_into_the_cache() -> None:
     assert json.loads(env["LORAPLANE_BASE_MODEL"]["value"])["uri"] == "hf://Qwen/Qwen2.5-7B-Instruct@abc"
     assert env["LORAPLANE_HUB_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "hf", "key": "token"}}
     assert {"name": "cache", "mountPath": "/var/cache/loraplane"} in fetch["volumeMounts"]
-    assert "resolve_model" in fetch["command"][-1] and fetch["securityContext"]["runAsNonRoot"] is True
-    compile(fetch["command"][-1], "fetch", "exec")  # the inline program is valid Python
+    # The program is a module of the trainer image, run for real in tests/trainer/test_fetch.py.
+    assert fetch["command"] == ["python", "-m", "loraplane.trainer.fetch"]
+    assert fetch["securityContext"]["runAsNonRoot"] is True
     pvc = msb.deployment(OWNER, spec(baseModel={"uri": "pvc://models/qwen"}), SETTINGS, [])["spec"]["template"]["spec"]
     base = next(v for v in pvc["volumes"] if v["name"] == "base-model")
     assert base["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
@@ -191,7 +194,7 @@ def test_service_and_disruption_budget() -> None:
 
 def test_replica_url_from_pod_ip_or_trusted_annotation() -> None:
     pod = {
-        "metadata": {"annotations": {msb.ENDPOINT_ANNOTATION: "http://127.0.0.1:9001/"}},
+        "metadata": {"annotations": {ANNOTATION_ENDPOINT: "http://127.0.0.1:9001/"}},
         "status": {"podIP": "10.244.0.7"},
     }
     assert msb.replica_url(pod, SETTINGS) == "http://10.244.0.7:8000", "the annotation is ignored unless trusted"
@@ -494,21 +497,47 @@ class FakeRouter:
         self.reads = 0
 
 
-def test_publish_stages_waits_for_the_load_then_shifts() -> None:
+def test_publish_stages_then_shifts_on_a_later_round_without_waiting() -> None:
     fake = FakeRouter(load_after=3)
     fake.route = desired_route("qwen", R, [plan("v1")], "/mnt/adapters")
-    settings = OperatorSettings(priority=1, rollout_wait_seconds=10)
-    final = publish(fake, "team-a.qwen", "qwen", R, [plan("v2")], settings)  # type: ignore[arg-type]
+    desired = desired_route("qwen", R, [plan("v2")], "/mnt/adapters")
+    rounds = []
+    for _ in range(10):
+        started = time.monotonic()
+        rounds.append(publish(fake, "team-a.qwen", desired))  # type: ignore[arg-type]
+        assert time.monotonic() - started < 0.5, "a round never waits for the load"
+        if not rounds[-1].pending:
+            break
     assert [[(v.name, v.weight) for v in r.adapters[0].versions] for r in fake.puts] == [
         [(V["v1"], 100), (V["v2"], 0)],
         [(V["v2"], 100)],
     ]
+    assert [r.pending for r in rounds] == [(V["v2"],)] * 3 + [()]  # staged, loading, loading, shifted
+    final = rounds[-1].state
     assert final is not None and final.route.adapters[0].versions[0].name == V["v2"]
-    # A load that takes longer than the wait leaves the staged route; a later round shifts.
+    # Replicas that load at once: staged and shifted within one round, as before any requeue.
+    instant = FakeRouter(load_after=0)
+    instant.route = desired_route("qwen", R, [plan("v1")], "/mnt/adapters")
+    assert publish(instant, "k", desired).pending == ()  # type: ignore[arg-type]
+    assert [[v.weight for v in r.adapters[0].versions] for r in instant.puts] == [[100, 0], [100]]
+    # A load that never finishes leaves the staged route, republished by no later round.
     slow = FakeRouter(load_after=10**6)
     slow.route = desired_route("qwen", R, [plan("v1")], "/mnt/adapters")
-    publish(slow, "k", "qwen", R, [plan("v2")], OperatorSettings(priority=1, rollout_wait_seconds=0.3))  # type: ignore[arg-type]
+    for _ in range(3):
+        assert publish(slow, "k", desired).pending == (V["v2"],)  # type: ignore[arg-type]
     assert len(slow.puts) == 1 and [v.weight for v in slow.puts[0].adapters[0].versions] == [100, 0]
+
+
+def test_a_loading_version_is_looked_at_soon_then_at_the_resync() -> None:
+    pacer = RolloutPacer()
+    assert pacer.next_round("k", (), fast_for=0.05, resync=10) == 10
+    assert pacer.next_round("k", ("v2",), fast_for=0.05, resync=10) == ROLLOUT_POLL_SECONDS
+    time.sleep(0.1)
+    assert pacer.next_round("k", ("v2",), fast_for=0.05, resync=10) == 10, "loading past rollout_wait_seconds"
+    assert pacer.next_round("k", ("v3",), fast_for=0.05, resync=10) == ROLLOUT_POLL_SECONDS, "newly staged: soon"
+    time.sleep(0.1)
+    pacer.forget("k")  # e.g. a restart: pacing starts over, nothing else is lost
+    assert pacer.next_round("k", ("v3",), fast_for=0.05, resync=10) == ROLLOUT_POLL_SECONDS
 
 
 # ----------------------------------------------------------------------------------------------------- status
@@ -545,7 +574,7 @@ def snapshot(**over: Any) -> ServerSnapshot:
         "pods": [ready_pod("p0"), ready_pod("p1")],
         "replica_urls": {"p0": R[0], "p1": R[1]},
         "plans": plans,
-        "router": state(route, {u: [V["v2"]] for u in R}),
+        "route": RouteResult(state=state(route, {u: [V["v2"]] for u in R})),
         "router_key": "team-a.qwen",
     }
     base.update(over)
@@ -596,18 +625,18 @@ def test_rolling_out_and_loading_are_progressing() -> None:
         ),
         {u: [V["v1"]] for u in R},
     )
-    loading = modelserver_status(ModelServerStatus(), snapshot(router=staged), T0)
+    loading = modelserver_status(ModelServerStatus(), snapshot(route=RouteResult(state=staged)), T0)
     assert conds(loading)["Progressing"][:2] == ("True", "LoadingAdapters")
     assert conds(loading)["Ready"][:2] == ("False", "AdaptersNotServed") and not loading.adapters[0].served
     assert conds(loading)["Degraded"][0] == "False"
 
 
 def test_drift_the_controller_cannot_fix_is_degraded() -> None:
-    unavailable = modelserver_status(ModelServerStatus(), snapshot(router=None, router_error="connection refused"), T0)
+    unavailable = modelserver_status(ModelServerStatus(), snapshot(route=RouteResult(error="connection refused")), T0)
     assert conds(unavailable)["Degraded"][:2] == ("True", "RouterUnavailable")
     assert conds(unavailable)["Ready"][:2] == ("False", "RouterUnavailable")
     rejected = modelserver_status(
-        ModelServerStatus(), snapshot(router=None, router_error="409 taken", router_rejected=True), T0
+        ModelServerStatus(), snapshot(route=RouteResult(error="409 taken", rejected=True)), T0
     )
     assert conds(rejected)["Ready"][:2] == ("False", "RouterRejected")
     assert conds(rejected)["Degraded"][:2] == ("True", "RouterRejected")
@@ -626,7 +655,7 @@ def test_drift_the_controller_cannot_fix_is_degraded() -> None:
             "replicas": [{"url": u, "healthy": True, "loaded": [], "errors": {V["v2"]: "sha256 mismatch"}} for u in R],
         }
     )
-    refused = modelserver_status(ModelServerStatus(), snapshot(router=refused_state), T0)
+    refused = modelserver_status(ModelServerStatus(), snapshot(route=RouteResult(state=refused_state)), T0)
     assert (
         conds(refused)["Degraded"][:2] == ("True", "AdapterLoadFailed")
         and "sha256 mismatch" in refused.conditions[-1].message
@@ -643,7 +672,7 @@ def test_invalid_spec_and_no_router() -> None:
     assert conds(invalid)["Failed"][:2] == ("True", "InvalidSpec")
     assert conds(invalid)["Degraded"][:2] == ("True", "InvalidSpec")
     assert "spec.adapters[0].source.namespace" in (get_condition(invalid.conditions, "Degraded") or invalid).message  # type: ignore[union-attr]
-    unrouted = modelserver_status(ModelServerStatus(), snapshot(router=None, router_configured=False), T0)
+    unrouted = modelserver_status(ModelServerStatus(), snapshot(route=RouteResult(configured=False)), T0)
     assert conds(unrouted)["Degraded"][:2] == ("True", "RouterNotConfigured")
     zero = modelserver_status(
         ModelServerStatus(),
@@ -657,7 +686,7 @@ def test_events_on_promotion_and_degradation() -> None:
     before = modelserver_status(ModelServerStatus(), snapshot(plans=[plan("v1")]), T0)
     after = modelserver_status(before, snapshot(plans=[plan("v2")]), T1)
     assert ("Normal", "AdapterPromoted", f"medical: {V['v1']} -> {V['v2']}") in transitions(before, after)
-    broken = modelserver_status(after, snapshot(router=None, router_error="refused"), T1)
+    broken = modelserver_status(after, snapshot(route=RouteResult(error="refused")), T1)
     assert ("Warning", "RouterUnavailable", "refused") in transitions(after, broken)
     assert transitions(after, after) == []
 

@@ -10,7 +10,7 @@ import pytest
 from loraplane.api.conditions import get_condition
 from loraplane.api.finetunejob import FineTuneJobStatus
 from loraplane.api.lora_rules import Problem
-from loraplane.operator.observe import Snapshot, finetunejob_status, verdict
+from loraplane.operator.finetunejob.status import Snapshot, finetunejob_status, verdict
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
 
@@ -56,6 +56,10 @@ def pod(
             "containerStatuses": [{"name": "trainer", "state": state}],
         },
     }
+
+
+def pod_condition(type_: str, status: str, reason: str, message: str) -> dict[str, str]:
+    return {"type": type_, "status": status, "reason": reason, "message": message}
 
 
 def snap(
@@ -156,42 +160,22 @@ def test_backoff_exhausted_names_the_last_exit() -> None:
 
 
 def test_unschedulable_and_image_pull() -> None:
-    unsched = pod(
-        phase="Pending",
-        conditions=[
-            {
-                "type": "PodScheduled",
-                "status": "False",
-                "reason": "Unschedulable",
-                "message": "0/3 nodes: Insufficient nvidia.com/gpu",
-            }
-        ],
-    )
+    unschedulable = pod_condition("PodScheduled", "False", "Unschedulable", "0/3 nodes: Insufficient nvidia.com/gpu")
+    unsched = pod(phase="Pending", conditions=[unschedulable])
     v = verdict(snap(job(), unsched))
-    assert (v.phase, v.running[1]) == ("Pending", "Unschedulable") and "nvidia.com/gpu" in v.running[2]
+    assert (v.phase, v.running.reason) == ("Pending", "Unschedulable") and "nvidia.com/gpu" in v.running.message
     pull = pod(phase="Pending", waiting={"reason": "ImagePullBackOff", "message": "pull access denied"})
     v = verdict(snap(job(), pull))
-    assert (v.phase, v.running[1]) == ("Pending", "ImagePullFailed") and "pull access denied" in v.running[2]
+    assert (v.phase, v.running.reason) == ("Pending", "ImagePullFailed") and "pull access denied" in v.running.message
 
 
 def test_preempted_pod_is_retried_not_failed() -> None:
-    gone = pod(
-        "x-train-a",
-        "Failed",
-        exit_code=143,
-        conditions=[
-            {
-                "type": "DisruptionTarget",
-                "status": "True",
-                "reason": "PreemptionByScheduler",
-                "message": "preempted by p",
-            }
-        ],
-    )
+    preempted = pod_condition("DisruptionTarget", "True", "PreemptionByScheduler", "preempted by p")
+    gone = pod("x-train-a", "Failed", exit_code=143, conditions=[preempted])
     v = verdict(snap(job(), gone))
-    assert (v.phase, v.running[1], v.final) == ("Pending", "Preempted", None)
+    assert (v.phase, v.running.reason, v.final) == ("Pending", "Preempted", None)
     v = verdict(snap(job(), gone, pod("x-train-b", created=T1)))
-    assert v.phase == "Downloading" and "retrying after Preempted" in v.running[2]
+    assert v.phase == "Downloading" and "retrying after Preempted" in v.running.message
 
 
 def test_stages_and_progress_from_the_pod_annotation() -> None:
@@ -209,8 +193,8 @@ def test_stages_and_progress_from_the_pod_annotation() -> None:
 
 
 def test_suspended_and_queued() -> None:
-    assert verdict(snap(job(suspend=True), suspend=True)).running[1] == "Suspended"
-    assert verdict(snap(job(suspend=True), suspend=False)).running[1] == "Queued"
+    assert verdict(snap(job(suspend=True), suspend=True)).running.reason == "Suspended"
+    assert verdict(snap(job(suspend=True), suspend=False)).running.reason == "Queued"
 
 
 def test_invalid_spec() -> None:

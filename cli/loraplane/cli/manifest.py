@@ -12,7 +12,8 @@ from loraplane.api.common import API_VERSION, DNS_LABEL_PATTERN
 from loraplane.api.finetunejob import FineTuneJobSpec
 from loraplane.api.lora_rules import Problem
 from loraplane.api.modelserver import ModelServerSpec
-from loraplane.operator.validation import finetunejob_problems, modelserver_problems
+from loraplane.operator.finetunejob.validation import finetunejob_problems
+from loraplane.operator.modelserver.validation import modelserver_problems
 
 
 class ManifestError(ValueError):

@@ -70,7 +70,6 @@ class K8sModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-ShortStr = Annotated[str, Field(min_length=1, max_length=253)]
 Quantity = Annotated[
     str,
     Field(pattern=QUANTITY_PATTERN, max_length=32, description="A Kubernetes quantity such as 8, 500m, 32Gi."),

@@ -82,6 +82,11 @@ class ServerReason:
     DEPLOYMENT_STALLED = "ProgressDeadlineExceeded"
     HEALTHY = "Healthy"
     RECONCILE_FAILED = JobReason.RECONCILE_FAILED
+    # reasons of Events only
+    ADAPTER_PROMOTED = "AdapterPromoted"
+    ADAPTER_SERVED = "AdapterServed"
+    CANARY_STARTED = "CanaryStarted"
+    ROUTE_NOT_REMOVED = "RouteNotRemoved"
 
 
 class SourceReason:

@@ -13,6 +13,16 @@ from pydantic import Field
 from loraplane.api.common import K8sModel, ModelSource
 from loraplane.api.finetunejob import DatasetSpec, EvaluationSpec, FineTuneJobSpec, LoraSpec, TrainingSpec
 
+HUB_TOKEN_ENV = "LORAPLANE_HUB_TOKEN"  # where a pod finds the hub token (resolved by the kubelet from a Secret)
+
+
+class FetchEnv:
+    """The environment of `python -m loraplane.trainer.fetch`, the ModelServer pods' init container."""
+
+    BASE_MODEL = "LORAPLANE_BASE_MODEL"  # the ModelServer's spec.baseModel as JSON
+    CACHE_DIR = "LORAPLANE_CACHE_DIR"  # the model cache; `<cache>/model` ends up pointing at the checkpoint
+    PVC_ROOT = "LORAPLANE_PVC_ROOT"  # where pvc:// claims are mounted
+
 
 class Mounts(K8sModel):
     """Where the pod (or local mode) finds what pvc:// and configmap:// URIs name."""
@@ -38,7 +48,7 @@ class TrainerSpec(K8sModel):
     cache_dir: Annotated[str, Field(description="Model cache (downloads, dequantized GGUF); makes re-runs offline.")]
     mounts: Mounts = Mounts()
     hub_token_env: Annotated[str, Field(description="Environment variable holding the hub token, if any.")] = (
-        "LORAPLANE_HUB_TOKEN"
+        HUB_TOKEN_ENV
     )
 
     @classmethod
@@ -61,4 +71,13 @@ class TrainerSpec(K8sModel):
         )
 
 
-__all__ = ["DatasetSpec", "EvaluationSpec", "LoraSpec", "Mounts", "TrainerSpec", "TrainingSpec"]
+__all__ = [
+    "HUB_TOKEN_ENV",
+    "DatasetSpec",
+    "EvaluationSpec",
+    "FetchEnv",
+    "LoraSpec",
+    "Mounts",
+    "TrainerSpec",
+    "TrainingSpec",
+]

@@ -1,4 +1,9 @@
-"""The one module that talks to the Kubernetes API directly (everything else goes through kopf)."""
+"""The one module that talks to the Kubernetes API directly (everything else goes through kopf).
+
+Invariant: every read and write of the reconcilers goes through here, as plain dicts: `apply` is
+server-side apply under one field manager (never check-then-create); a ruff banned-api rule keeps the
+client library out of every other module.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,10 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 logger = logging.getLogger(__name__)
+
+# What every call here raises when the API server answers an error (status, reason, body): callers
+# classify it with the helpers at the end of this module, without importing the client library.
+ApiError = ApiException
 
 
 def _load_config() -> None:
@@ -34,7 +43,7 @@ def ensure_peering(name: str, namespace: str | None) -> bool:
             api.create_namespaced_custom_object("kopf.dev", "v1", namespace, "kopfpeerings", body)
         else:
             api.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", body)
-    except ApiException as exc:
+    except ApiError as exc:
         if exc.status == 409:
             return False
         raise
@@ -103,7 +112,7 @@ def _call(
     resp = api.call_api(method_, url, header_params=headers_, body=body_, post_params=post, _request_timeout=30)
     raw = resp.read()
     if not 200 <= resp.status < 300:
-        error = ApiException(status=resp.status, reason=resp.reason)
+        error = ApiError(status=resp.status, reason=resp.reason)
         error.body = raw
         raise error
     data: dict[str, Any] = json.loads(raw or b"{}")
@@ -114,7 +123,7 @@ def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any
     """The object as a plain dict, or None when it does not exist."""
     try:
         return _call("GET", _path(api_version, kind, namespace, name))
-    except ApiException as exc:
+    except ApiError as exc:
         if exc.status == 404:
             return None
         raise
@@ -151,9 +160,31 @@ def patch_status(api_version: str, kind: str, namespace: str, name: str, status:
     return merge_patch(api_version, kind, namespace, name, {"status": status}, "status")
 
 
+def peering(name: str, namespace: str | None) -> dict[str, Any] | None:
+    """kopf's peering object (ClusterKopfPeering, or KopfPeering in `namespace`), or None when missing."""
+    plural = "kopfpeerings" if namespace else "clusterkopfpeerings"
+    where = f"/namespaces/{namespace}" if namespace else ""
+    try:
+        return _call("GET", f"/apis/kopf.dev/v1{where}/{plural}/{name}")
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
 def is_conflict_or_gone(exc: BaseException) -> bool:
-    return isinstance(exc, ApiException) and exc.status in (404, 409, 410)
+    """A write lost a race (409: stale resourceVersion) or its object went away (404, 410)."""
+    return isinstance(exc, ApiError) and exc.status in (404, 409, 410)
 
 
-def is_invalid(exc: BaseException) -> bool:
-    return isinstance(exc, ApiException) and exc.status == 422
+def error_text(exc: BaseException) -> str:
+    """One line for a log or a condition: an API error's status and the server's message, else the exception."""
+    if not isinstance(exc, ApiError):
+        return f"{type(exc).__name__}: {exc}"
+    message = ""
+    try:
+        body = json.loads(exc.body or b"{}")
+        message = str(body.get("message") or "") if isinstance(body, dict) else ""
+    except ValueError:
+        message = (exc.body or b"").decode(errors="replace") if isinstance(exc.body, bytes) else str(exc.body or "")
+    return " ".join(f"API {exc.status} {exc.reason or ''}: {message}".split()).rstrip(":")

@@ -18,6 +18,7 @@ import urllib.request
 from typing import Any
 
 from loraplane.api.route import ADMIN_PREFIX, ServerRoute, ServerStatus
+from loraplane.operator.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
 
@@ -107,3 +108,17 @@ class RouterClient:
         """Remove the route of `key`; False when the router did not hold it."""
         status, _ = self._call("DELETE", key)
         return status != 404
+
+
+_routers: dict[tuple[str, str | None, float], RouterClient] = {}
+
+
+def router_for(settings: OperatorSettings) -> RouterClient | None:
+    """The router admin client of these settings, one per process (None when no router URL is configured)."""
+    if not settings.router_url:
+        return None
+    key = settings.router_admin_key.get_secret_value() if settings.router_admin_key else None
+    cache_key = (settings.router_url, key, settings.router_timeout_seconds)
+    if cache_key not in _routers:
+        _routers[cache_key] = RouterClient(settings.router_url, key, timeout=settings.router_timeout_seconds)
+    return _routers[cache_key]

@@ -25,8 +25,10 @@ class OperatorSettings(BaseSettings):
     liveness_host: str = "0.0.0.0"
     liveness_port: int = 8080
     log_format: str = Field("plain", description="plain or json")
-    annotation_prefix: str = GROUP
-    finalizer: str = f"{GROUP}/finalizer"
+    finalizer: str = Field(
+        f"{GROUP}/finalizer",
+        description="kopf's finalizer in earlier versions; kopf removes it from objects, as no handler needs it.",
+    )
     trainer_image: str = "ghcr.io/loraplane/trainer:latest"
     trainer_service_account: str = Field(
         "loraplane-trainer", description="ServiceAccount of training pods (may patch its own pod's progress)."
@@ -57,8 +59,9 @@ class OperatorSettings(BaseSettings):
     rollout_wait_seconds: float = Field(
         30.0,
         ge=0,
-        description="How long one reconcile waits for the router to load a new adapter version on every replica "
-        "before it shifts traffic (the periodic resync continues after that).",
+        description="For how long after staging a new adapter version the operator looks every 0.5 s whether "
+        "every replica has loaded it (traffic shifts on the round that finds it loaded); after that, the periodic "
+        "resync looks.",
     )
     vllm_profile: Literal["gpu", "cpu"] = Field(
         "gpu",

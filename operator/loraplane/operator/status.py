@@ -1,57 +1,34 @@
-"""Pure mapping from what the operator observed to the status it should write."""
+"""Status writes both controllers share: only what changed, and the mark of a failing reconcile.
+
+Invariants: a round that finds the status already right writes nothing (`status_patch` returns None);
+a reconcile that keeps failing shows Degraded=True with reason ReconcileFailed and the error in its
+message (`kubectl describe`), and the next good round's status replaces it (ModelServer: Degraded is
+recomputed; FineTuneJob: it is dropped).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from loraplane.api.common import Condition
-from loraplane.api.conditions import ConditionType, JobReason, set_condition, short
+from loraplane.api.common import Condition, ConditionStatus
+from loraplane.api.conditions import ConditionType, JobReason, now, set_condition, short
 from loraplane.api.finetunejob import FineTuneJobStatus
-from loraplane.api.lora_rules import Problem
 from loraplane.api.modelserver import ModelServerStatus
+from loraplane.operator import kube
+
+# post_event(object, type, reason, message): a Normal or Warning Event on a FineTuneJob or ModelServer.
+EventPoster = Callable[[Mapping[str, Any], str, str, str], None]
 
 
-def problems_message(problems: Sequence[Problem]) -> str:
-    """One short message listing every problem (bounded, so it fits in a condition and an Event)."""
-    return short("; ".join(str(p) for p in problems))
+@dataclass(frozen=True)
+class Explanation:
+    """The status, reason and message of one condition, as a status mapping decides it."""
 
-
-def admission_conditions(
-    conditions: Sequence[Condition], generation: int, problems: Sequence[Problem], timestamp: str
-) -> list[Condition]:
-    """Conditions after checking a spec: Accepted=True, or Accepted=False + Failed=True (InvalidSpec)."""
-    if problems:
-        message = problems_message(problems)
-        conds = set_condition(
-            conditions, ConditionType.ACCEPTED, "False", JobReason.INVALID_SPEC, message, generation, timestamp
-        )
-        return set_condition(
-            conds, ConditionType.FAILED, "True", JobReason.INVALID_SPEC, message, generation, timestamp
-        )
-    conds = set_condition(
-        conditions, ConditionType.ACCEPTED, "True", JobReason.SPEC_VALID, "spec is valid", generation, timestamp
-    )
-    return [c for c in conds if not (c.type == ConditionType.FAILED and c.reason == JobReason.INVALID_SPEC)]
-
-
-def finetunejob_admission_status(
-    current: dict[str, Any] | None, generation: int, problems: Sequence[Problem], timestamp: str
-) -> FineTuneJobStatus:
-    """FineTuneJob status after checking its spec; an accepted job starts (or stays) in its phase."""
-    status = FineTuneJobStatus.model_validate(current or {})
-    conds = admission_conditions(status.conditions, generation, problems, timestamp)
-    phase = "Failed" if problems else (status.phase if status.phase not in (None, "Failed") else "Pending")
-    return status.model_copy(update={"conditions": conds, "phase": phase, "observed_generation": generation})
-
-
-def modelserver_admission_status(
-    current: dict[str, Any] | None, generation: int, problems: Sequence[Problem], timestamp: str
-) -> ModelServerStatus:
-    """ModelServer status after checking its spec."""
-    status = ModelServerStatus.model_validate(current or {})
-    conds = admission_conditions(status.conditions, generation, problems, timestamp)
-    return status.model_copy(update={"conditions": conds, "observed_generation": generation})
+    status: ConditionStatus
+    reason: str
+    message: str
 
 
 def status_patch(
@@ -62,3 +39,27 @@ def status_patch(
     have = current or {}
     patch = {k: v for k, v in wanted.items() if have.get(k) != v}
     return patch or None
+
+
+def reconcile_failed(
+    status: Mapping[str, Any], message: str, generation: int | None, timestamp: str
+) -> dict[str, Any] | None:
+    """The status patch that marks a failing reconcile (Degraded=True, ReconcileFailed), or None if marked."""
+    conditions = [Condition.model_validate(c) for c in status.get("conditions") or []]
+    marked = set_condition(
+        conditions, ConditionType.DEGRADED, "True", JobReason.RECONCILE_FAILED, short(message), generation, timestamp
+    )
+    if marked == conditions:
+        return None
+    return {"conditions": [c.to_k8s() for c in marked]}
+
+
+def report_reconcile_failed(api_version: str, kind: str, namespace: str, name: str, message: str) -> None:
+    """Write the ReconcileFailed mark on the object (if it still exists)."""
+    obj = kube.get(api_version, kind, namespace, name)
+    if obj is None:
+        return
+    generation = obj["metadata"].get("generation")
+    patch = reconcile_failed(obj.get("status") or {}, message, generation, now())
+    if patch is not None:
+        kube.patch_status(api_version, kind, namespace, name, patch)

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from loraplane.api.route import AdapterVersion, PublicModel, ServerRoute, ServerStatus
-from loraplane.operator.modelserver_resolve import AdapterPlan, adapter_path
+from loraplane.operator.modelserver.resolve import AdapterPlan, adapter_path
 
 
 def desired_route(

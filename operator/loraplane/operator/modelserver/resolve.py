@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from loraplane.api.conditions import SourceReason
 from loraplane.api.modelserver import AdapterSource, ModelServerSpec, ResolvedAdapter, ServedAdapter
+from loraplane.operator.pods import pvc_claim
 
 Severity = Literal["Progressing", "Degraded"]
 
@@ -374,9 +375,5 @@ def adapter_path(uri: str, mount_root: str) -> str:
 
 def store_claims(plans: Iterable[AdapterPlan]) -> list[str]:
     """PVCs the vLLM pods mount (read-only): every pvc:// claim of a planned version."""
-    claims = set()
-    for plan in plans:
-        for version in (plan.stable, plan.canary):
-            if version is not None and version.uri.startswith("pvc://"):
-                claims.add(version.uri.removeprefix("pvc://").split("/", 1)[0])
-    return sorted(claims)
+    versions = [v for plan in plans for v in (plan.stable, plan.canary) if v is not None]
+    return sorted({claim for v in versions if (claim := pvc_claim(v.uri))})

@@ -14,57 +14,30 @@ The output directory is /mnt/pvc/<store>/<namespace>/<name>: a retry finds its c
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
-from loraplane.api.common import API_VERSION, PodResources
 from loraplane.api.exit_codes import PERMANENT, ExitCode
 from loraplane.api.finetunejob import FineTuneJobSpec
-from loraplane.api.trainer_spec import Mounts, TrainerSpec
+from loraplane.api.trainer_spec import TrainerSpec
+from loraplane.operator import pods
+from loraplane.operator.names import (
+    LABEL_COMPONENT,
+    LABEL_DELETED,
+    LABEL_FINETUNEJOB,
+    LABEL_MANAGED_BY,
+    LABEL_QUEUE,
+    MANAGED_BY,
+)
+from loraplane.operator.owner import Owner
 from loraplane.operator.settings import OperatorSettings
 
-LABEL_JOB = "loraplane.io/finetunejob"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_QUEUE = "kueue.x-k8s.io/queue-name"
+KIND = "FineTuneJob"
 CONTAINER = "trainer"
 SPEC_DIR = "/etc/loraplane"
 SPEC_FILE = "spec.json"
-CACHE_DIR = "/var/cache/loraplane"
 TERMINATION_LOG = "/dev/termination-log"
 RENDEZVOUS_PORT = 29500
-MOUNTS = Mounts()
-
-
-@dataclass(frozen=True)
-class Owner:
-    """What a child needs to know about the object that owns it (a FineTuneJob unless `kind` says otherwise)."""
-
-    name: str
-    namespace: str
-    uid: str
-    kind: str = "FineTuneJob"
-
-    def reference(self) -> dict[str, Any]:
-        return {
-            "apiVersion": API_VERSION,
-            "kind": self.kind,
-            "name": self.name,
-            "uid": self.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
-
-
-def restricted_pod_security() -> dict[str, Any]:
-    """Pod-level securityContext of every pod the operator creates (restricted Pod Security Standard)."""
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": 1000,
-        "runAsGroup": 1000,
-        "fsGroup": 1000,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+TRAINER_CLUSTER_ROLE = "loraplane-trainer"
 
 
 def job_name(name: str) -> str:
@@ -81,7 +54,7 @@ def store_claim_name(name: str, spec: FineTuneJobSpec) -> str:
 
 
 def output_dir(owner: Owner, spec: FineTuneJobSpec) -> str:
-    return f"{MOUNTS.pvc_root}/{store_claim_name(owner.name, spec)}/{owner.namespace}/{owner.name}"
+    return f"{pods.MOUNTS.pvc_root}/{store_claim_name(owner.name, spec)}/{owner.namespace}/{owner.name}"
 
 
 def adapter_uri(owner: Owner, spec: FineTuneJobSpec) -> str:
@@ -89,21 +62,17 @@ def adapter_uri(owner: Owner, spec: FineTuneJobSpec) -> str:
 
 
 def labels(owner: Owner) -> dict[str, str]:
-    return {LABEL_JOB: owner.name, LABEL_COMPONENT: "trainer", LABEL_MANAGED_BY: "loraplane"}
-
-
-def _meta(name: str, owner: Owner, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
-    return {
-        "name": name,
-        "namespace": owner.namespace,
-        "labels": {**labels(owner), **(extra_labels or {})},
-        "ownerReferences": [owner.reference()],
-    }
+    return {LABEL_FINETUNEJOB: owner.name, LABEL_COMPONENT: "trainer", LABEL_MANAGED_BY: MANAGED_BY}
 
 
 def trainer_spec(owner: Owner, spec: FineTuneJobSpec) -> TrainerSpec:
     return TrainerSpec.from_finetunejob(
-        owner.name, owner.namespace, spec, output_dir=output_dir(owner, spec), cache_dir=CACHE_DIR, mounts=MOUNTS
+        owner.name,
+        owner.namespace,
+        spec,
+        output_dir=output_dir(owner, spec),
+        cache_dir=pods.CACHE_DIR,
+        mounts=pods.MOUNTS,
     )
 
 
@@ -113,7 +82,7 @@ def spec_configmap(owner: Owner, spec: FineTuneJobSpec) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _meta(spec_configmap_name(owner.name), owner),
+        "metadata": owner.child_meta(spec_configmap_name(owner.name), labels(owner)),
         "data": {SPEC_FILE: rendered},
     }
 
@@ -126,9 +95,8 @@ def store_claim(owner: Owner, spec: FineTuneJobSpec, settings: OperatorSettings)
     """
     if spec.output.storage_claim:
         return None
-    meta = _meta(store_claim_name(owner.name, spec), owner)
-    if spec.retention_policy == "Retain":
-        del meta["ownerReferences"]  # the adapter outlives the FineTuneJob (garbage collection must not take it)
+    # With Retain the adapter outlives the FineTuneJob: garbage collection must not take its claim.
+    meta = owner.child_meta(store_claim_name(owner.name, spec), labels(owner), owned=spec.retention_policy != "Retain")
     claim: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
@@ -141,12 +109,6 @@ def store_claim(owner: Owner, spec: FineTuneJobSpec, settings: OperatorSettings)
     if settings.storage_class:
         claim["spec"]["storageClassName"] = settings.storage_class
     return claim
-
-
-def _uri_claims(uri: str | None) -> list[str]:
-    if uri and uri.startswith("pvc://"):
-        return [uri[len("pvc://") :].split("/", 1)[0]]
-    return []
 
 
 def _uri_configmaps(uri: str | None) -> list[str]:
@@ -165,21 +127,21 @@ def _volumes(owner: Owner, spec: FineTuneJobSpec) -> tuple[list[dict[str, Any]],
     ]
     mounts: list[dict[str, Any]] = [
         {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True},
-        {"name": "cache", "mountPath": CACHE_DIR},
+        {"name": "cache", "mountPath": pods.CACHE_DIR},
         {"name": "tmp", "mountPath": "/tmp"},
-        {"name": "store", "mountPath": f"{MOUNTS.pvc_root}/{store}"},
+        {"name": "store", "mountPath": f"{pods.MOUNTS.pvc_root}/{store}"},
     ]
     if spec.resources.gpus > 1 or spec.resources.nodes > 1:
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
     uris = [spec.base_model.uri, spec.dataset.uri, spec.evaluation.held_out_uri]
-    claims = sorted({c for u in uris for c in _uri_claims(u)} - {store})
+    claims = sorted({c for u in uris if (c := pods.pvc_claim(u))} - {store})
     for i, claim in enumerate(claims):
         volumes.append({"name": f"data-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
-        mounts.append({"name": f"data-{i}", "mountPath": f"{MOUNTS.pvc_root}/{claim}", "readOnly": True})
+        mounts.append({"name": f"data-{i}", "mountPath": f"{pods.MOUNTS.pvc_root}/{claim}", "readOnly": True})
     for i, cm in enumerate(sorted({c for u in uris for c in _uri_configmaps(u)})):
         volumes.append({"name": f"cm-{i}", "configMap": {"name": cm}})
-        mounts.append({"name": f"cm-{i}", "mountPath": f"{MOUNTS.configmap_root}/{cm}", "readOnly": True})
+        mounts.append({"name": f"cm-{i}", "mountPath": f"{pods.MOUNTS.configmap_root}/{cm}", "readOnly": True})
     return volumes, mounts
 
 
@@ -187,14 +149,10 @@ def _env(spec: FineTuneJobSpec) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": "LORAPLANE_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "LORAPLANE_POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-        {"name": "HF_HOME", "value": f"{CACHE_DIR}/hf"},
+        {"name": "HF_HOME", "value": f"{pods.CACHE_DIR}/hf"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
-    ref = spec.base_model.token_secret_ref
-    if ref:
-        # The only place the token appears: an env var resolved by the kubelet, never in the ConfigMap.
-        env.append({"name": "LORAPLANE_HUB_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
-    return env
+    return env + pods.hub_token_env(spec.base_model.token_secret_ref)
 
 
 def trainer_command(owner: Owner, spec: FineTuneJobSpec) -> list[str]:
@@ -215,21 +173,6 @@ def trainer_command(owner: Owner, spec: FineTuneJobSpec) -> list[str]:
     else:
         launcher += ["--standalone"]
     return [*launcher, *args]
-
-
-def container_resources(res: PodResources) -> dict[str, Any]:
-    """Requests and limits of one container (training or vLLM); GPUs and memory are also limits."""
-    amounts: dict[str, str] = {}
-    if res.gpus:
-        amounts["nvidia.com/gpu"] = str(res.gpus)
-    if res.cpu:
-        amounts["cpu"] = res.cpu
-    if res.memory:
-        amounts["memory"] = res.memory
-    if not amounts:
-        return {}
-    limits = {k: v for k, v in amounts.items() if k != "cpu"}  # no CPU limit: throttling slows training
-    return {"requests": dict(amounts), "limits": limits}
 
 
 def pod_failure_policy() -> dict[str, Any]:
@@ -268,33 +211,22 @@ def training_job(owner: Owner, spec: FineTuneJobSpec, settings: OperatorSettings
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "File",
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pods.restricted_container_security(),
     }
     if res.nodes > 1:
         container["ports"] = [{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT}]
-    resources = container_resources(spec.resources)
+    resources = pods.container_resources(spec.resources)
     if resources:
         container["resources"] = resources
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "serviceAccountName": settings.trainer_service_account,
         "terminationGracePeriodSeconds": settings.termination_grace_seconds,
-        "securityContext": restricted_pod_security(),
+        "securityContext": pods.restricted_pod_security(),
         "containers": [container],
         "volumes": volumes,
+        **pods.scheduling(res),
     }
-    if res.node_selector:
-        pod_spec["nodeSelector"] = dict(res.node_selector)
-    if res.tolerations:
-        pod_spec["tolerations"] = [t.to_k8s() for t in res.tolerations]
-    if res.priority_class_name:
-        pod_spec["priorityClassName"] = res.priority_class_name
     if res.nodes > 1:
         pod_spec["subdomain"] = name
     template_meta: dict[str, Any] = {"labels": {**labels(owner), **job_labels}}
@@ -314,7 +246,12 @@ def training_job(owner: Owner, spec: FineTuneJobSpec, settings: OperatorSettings
         job_spec.update(completionMode="Indexed", completions=res.nodes, parallelism=res.nodes)
         job_spec["backoffLimitPerIndex"] = settings.backoff_limit
         del job_spec["backoffLimit"]
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": _meta(name, owner, job_labels), "spec": job_spec}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": owner.child_meta(name, {**labels(owner), **job_labels}),
+        "spec": job_spec,
+    }
 
 
 def rendezvous_service(owner: Owner, spec: FineTuneJobSpec) -> dict[str, Any] | None:
@@ -325,22 +262,19 @@ def rendezvous_service(owner: Owner, spec: FineTuneJobSpec) -> dict[str, Any] | 
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(name, owner),
+        "metadata": owner.child_meta(name, labels(owner)),
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
-            "selector": {LABEL_JOB: owner.name, LABEL_COMPONENT: "trainer"},
+            "selector": {LABEL_FINETUNEJOB: owner.name, LABEL_COMPONENT: "trainer"},
             "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT}],
         },
     }
 
 
-TRAINER_CLUSTER_ROLE = "loraplane-trainer"
-
-
 def trainer_identity(namespace: str, settings: OperatorSettings) -> list[dict[str, Any]]:
     """The trainer ServiceAccount and its RoleBinding in `namespace` (shared by every run there, no owner)."""
-    meta = {"namespace": namespace, "labels": {LABEL_MANAGED_BY: "loraplane"}}
+    meta = {"namespace": namespace, "labels": {LABEL_MANAGED_BY: MANAGED_BY}}
     return [
         {
             "apiVersion": "v1",
@@ -382,28 +316,24 @@ def cleanup_job(owner: Owner, spec: FineTuneJobSpec, settings: OperatorSettings)
         "metadata": {
             "name": cleanup_job_name(owner.name),
             "namespace": owner.namespace,
-            "labels": {LABEL_COMPONENT: "cleanup", LABEL_MANAGED_BY: "loraplane", "loraplane.io/deleted": owner.name},
+            "labels": {LABEL_COMPONENT: "cleanup", LABEL_MANAGED_BY: MANAGED_BY, LABEL_DELETED: owner.name},
         },
         "spec": {
             "backoffLimit": 3,
             "ttlSecondsAfterFinished": 600,
             "template": {
-                "metadata": {"labels": {LABEL_COMPONENT: "cleanup", LABEL_MANAGED_BY: "loraplane"}},
+                "metadata": {"labels": {LABEL_COMPONENT: "cleanup", LABEL_MANAGED_BY: MANAGED_BY}},
                 "spec": {
                     "restartPolicy": "Never",
                     "serviceAccountName": settings.trainer_service_account,
-                    "securityContext": restricted_pod_security(),
+                    "securityContext": pods.restricted_pod_security(),
                     "containers": [
                         {
                             "name": "cleanup",
                             "image": settings.trainer_image,
                             "command": ["python", "-c", script],
-                            "volumeMounts": [{"name": "store", "mountPath": f"{MOUNTS.pvc_root}/{store}"}],
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "readOnlyRootFilesystem": True,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
+                            "volumeMounts": [{"name": "store", "mountPath": f"{pods.MOUNTS.pvc_root}/{store}"}],
+                            "securityContext": pods.restricted_container_security(),
                         }
                     ],
                     "volumes": [{"name": "store", "persistentVolumeClaim": {"claimName": store}}],

@@ -1,37 +1,22 @@
-"""Validation the CRD schema cannot express. Pure: a spec dict in, a list of problems out."""
+"""FineTuneJob validation the CRD schema cannot express. Pure: a spec dict in, a list of problems out.
+
+Invariant: a spec without problems can run, and its adapter can be served by vLLM (lesson 10: refuse
+what vLLM cannot serve before spending GPU hours).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
-
-from pydantic import ValidationError
 
 from loraplane.api.finetunejob import FineTuneJobSpec
 from loraplane.api.lora_rules import Problem, known_model, servability_problems
-from loraplane.api.modelserver import ModelServerSpec
+from loraplane.operator.admission import parse_spec
 
 
-def _pydantic_problems(exc: ValidationError, prefix: str) -> list[Problem]:
-    problems = []
-    for err in exc.errors():
-        path = prefix
-        for part in err["loc"]:
-            path += f"[{part}]" if isinstance(part, int) else f".{part}"
-        problems.append(Problem(path, err["msg"]))
-    return problems
-
-
-def parse_finetunejob_spec(spec: dict[str, Any]) -> tuple[FineTuneJobSpec | None, list[Problem]]:
-    """Parse with the same model the CRD was generated from (the API server normally already did)."""
-    try:
-        return FineTuneJobSpec.model_validate(spec), []
-    except ValidationError as exc:
-        return None, _pydantic_problems(exc, "spec")
-
-
-def finetunejob_problems(spec: dict[str, Any]) -> list[Problem]:
+def finetunejob_problems(spec: Mapping[str, Any]) -> list[Problem]:
     """Every reason this FineTuneJob spec cannot run, each naming its field."""
-    parsed, problems = parse_finetunejob_spec(spec)
+    parsed, problems = parse_spec(FineTuneJobSpec, spec)
     if parsed is None:
         return problems
     model = known_model(parsed.base_model.uri)
@@ -69,25 +54,4 @@ def finetunejob_problems(spec: dict[str, Any]) -> list[Problem]:
         )
     if parsed.resources.nodes > 1 and parsed.resources.gpus == 0:
         problems.append(Problem("spec.resources.nodes", "multi-node training needs spec.resources.gpus >= 1"))
-    return problems
-
-
-def modelserver_problems(spec: dict[str, Any]) -> list[Problem]:
-    """Every reason this ModelServer spec cannot be served, each naming its field."""
-    try:
-        parsed = ModelServerSpec.model_validate(spec)
-    except ValidationError as exc:
-        return _pydantic_problems(exc, "spec")
-    problems: list[Problem] = []
-    allowed = set(parsed.allowed_namespaces or [])
-    for i, adapter in enumerate(parsed.adapters):
-        sources = [("source", adapter.source)] + ([("canary.source", adapter.canary.source)] if adapter.canary else [])
-        for where, source in sources:
-            if source.namespace and source.namespace not in allowed:
-                problems.append(
-                    Problem(
-                        f"spec.adapters[{i}].{where}.namespace",
-                        f"namespace {source.namespace!r} is not in spec.allowedNamespaces",
-                    )
-                )
     return problems

@@ -18,46 +18,32 @@ versions: a new version is loaded at runtime by the router, without restarting p
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from loraplane.api.modelserver import ModelServerSpec
-from loraplane.operator import builders
-from loraplane.operator.builders import CACHE_DIR, LABEL_COMPONENT, LABEL_MANAGED_BY, MOUNTS, restricted_pod_security
+from loraplane.api.trainer_spec import FetchEnv
+from loraplane.operator import pods
+from loraplane.operator.names import (
+    ANNOTATION_ENDPOINT,
+    LABEL_COMPONENT,
+    LABEL_MANAGED_BY,
+    LABEL_MODELSERVER,
+    MANAGED_BY,
+)
+from loraplane.operator.owner import Owner
 from loraplane.operator.settings import OperatorSettings
 from loraplane.serving.vllm_args import ServedModel, VllmLaunch, build_args, cpu_profile, gpu_profile
 
-LABEL_SERVER = "loraplane.io/modelserver"
-ENDPOINT_ANNOTATION = "loraplane.io/endpoint"
+KIND = "ModelServer"
 COMPONENT = "vllm"
 CONTAINER = "vllm"
 FETCH_CONTAINER = "fetch-model"
-MODEL_DIR = f"{CACHE_DIR}/model"
+# Runs in the init container (trainer image: it has the hub clients and the GGUF dequantizer).
+FETCH_COMMAND = ["python", "-m", "loraplane.trainer.fetch"]
+MODEL_DIR = f"{pods.CACHE_DIR}/model"
 # The startup probe is sized to the weights; the operator does not know their size before the fetch,
 # so it assumes a large model (a 7B checkpoint in bf16 is ~15 GiB).
 ASSUMED_MODEL_BYTES = 16 * 1024**3
-
-# Runs in the init container (trainer image: it has the hub clients and the GGUF dequantizer).
-FETCH_SCRIPT = """\
-import json, os, pathlib
-from loraplane.api.common import ModelSource
-from loraplane.trainer.models import resolve_model
-source = ModelSource.model_validate(json.loads(os.environ["LORAPLANE_BASE_MODEL"]))
-cache = pathlib.Path(os.environ["LORAPLANE_CACHE_DIR"])
-model = resolve_model(source, cache_dir=cache, pvc_root=pathlib.Path(os.environ["LORAPLANE_PVC_ROOT"]),
-                      token=os.environ.get("LORAPLANE_HUB_TOKEN"))
-tmp = cache / f"model.{os.getpid()}"
-tmp.symlink_to(model.path)
-tmp.replace(cache / "model")
-print(f"base model {source.uri} -> {model.path}", flush=True)
-"""
-
-
-@dataclass(frozen=True)
-class Owner(builders.Owner):
-    """What a child needs to know about its ModelServer."""
-
-    kind: str = "ModelServer"
 
 
 def child_name(name: str) -> str:
@@ -65,20 +51,15 @@ def child_name(name: str) -> str:
 
 
 def selector_labels(name: str) -> dict[str, str]:
-    return {LABEL_SERVER: name, LABEL_COMPONENT: COMPONENT}
+    return {LABEL_MODELSERVER: name, LABEL_COMPONENT: COMPONENT}
 
 
 def labels(name: str) -> dict[str, str]:
-    return {**selector_labels(name), LABEL_MANAGED_BY: "loraplane"}
+    return {**selector_labels(name), LABEL_MANAGED_BY: MANAGED_BY}
 
 
 def _meta(owner: Owner) -> dict[str, Any]:
-    return {
-        "name": child_name(owner.name),
-        "namespace": owner.namespace,
-        "labels": labels(owner.name),
-        "ownerReferences": [owner.reference()],
-    }
+    return owner.child_meta(child_name(owner.name), labels(owner.name))
 
 
 def served_model_name(namespace: str, name: str) -> str:
@@ -88,17 +69,6 @@ def served_model_name(namespace: str, name: str) -> str:
     base model; namespace and name make it unique (namespaces have no dots, so it is unambiguous).
     """
     return f"{namespace}.{name}"
-
-
-def restricted_container_security() -> dict[str, Any]:
-    """Container-level securityContext for the restricted Pod Security Standard."""
-    return {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "runAsNonRoot": True,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
 
 
 def vllm_launch(owner: Owner, spec: ModelServerSpec, settings: OperatorSettings) -> VllmLaunch:
@@ -117,11 +87,6 @@ def vllm_launch(owner: Owner, spec: ModelServerSpec, settings: OperatorSettings)
     )
 
 
-def _base_claim(spec: ModelServerSpec) -> str | None:
-    uri = spec.base_model.uri
-    return uri.removeprefix("pvc://").split("/", 1)[0] if uri.startswith("pvc://") else None
-
-
 def _volumes(spec: ModelServerSpec, settings: OperatorSettings, claims: list[str]) -> list[dict[str, Any]]:
     cache: dict[str, Any] = (
         {"persistentVolumeClaim": {"claimName": settings.model_cache_claim}}
@@ -131,7 +96,7 @@ def _volumes(spec: ModelServerSpec, settings: OperatorSettings, claims: list[str
     volumes: list[dict[str, Any]] = [{"name": "cache", **cache}, {"name": "tmp", "emptyDir": {}}]
     if spec.resources.gpus:
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
-    base = _base_claim(spec)
+    base = pods.pvc_claim(spec.base_model.uri)
     if base:
         volumes.append({"name": "base-model", "persistentVolumeClaim": {"claimName": base, "readOnly": True}})
     for i, claim in enumerate(claims):
@@ -140,35 +105,34 @@ def _volumes(spec: ModelServerSpec, settings: OperatorSettings, claims: list[str
 
 
 def _base_mounts(spec: ModelServerSpec) -> list[dict[str, Any]]:
-    base = _base_claim(spec)
-    return [{"name": "base-model", "mountPath": f"{MOUNTS.pvc_root}/{base}", "readOnly": True}] if base else []
+    base = pods.pvc_claim(spec.base_model.uri)
+    return [{"name": "base-model", "mountPath": f"{pods.MOUNTS.pvc_root}/{base}", "readOnly": True}] if base else []
 
 
 def fetch_container(spec: ModelServerSpec, settings: OperatorSettings) -> dict[str, Any]:
     """Init container: resolve the base model into the cache before vLLM starts."""
     env: list[dict[str, Any]] = [
-        {"name": "LORAPLANE_BASE_MODEL", "value": json.dumps(spec.base_model.to_k8s(), sort_keys=True)},
-        {"name": "LORAPLANE_CACHE_DIR", "value": CACHE_DIR},
-        {"name": "LORAPLANE_PVC_ROOT", "value": MOUNTS.pvc_root},
-        {"name": "HF_HOME", "value": f"{CACHE_DIR}/hf"},
+        {"name": FetchEnv.BASE_MODEL, "value": json.dumps(spec.base_model.to_k8s(), sort_keys=True)},
+        {"name": FetchEnv.CACHE_DIR, "value": pods.CACHE_DIR},
+        {"name": FetchEnv.PVC_ROOT, "value": pods.MOUNTS.pvc_root},
+        {"name": "HF_HOME", "value": f"{pods.CACHE_DIR}/hf"},
         {"name": "HOME", "value": "/tmp"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
+        # the hub token reaches only the container that downloads, through the kubelet
+        *pods.hub_token_env(spec.base_model.token_secret_ref),
     ]
-    ref = spec.base_model.token_secret_ref
-    if ref:  # the hub token reaches only the container that downloads, through the kubelet
-        env.append({"name": "LORAPLANE_HUB_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
     return {
         "name": FETCH_CONTAINER,
         "image": settings.fetch_image or settings.trainer_image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["python", "-c", FETCH_SCRIPT],
+        "command": list(FETCH_COMMAND),
         "env": env,
         "volumeMounts": [
-            {"name": "cache", "mountPath": CACHE_DIR},
+            {"name": "cache", "mountPath": pods.CACHE_DIR},
             {"name": "tmp", "mountPath": "/tmp"},
             *_base_mounts(spec),
         ],
-        "securityContext": restricted_container_security(),
+        "securityContext": pods.restricted_container_security(),
     }
 
 
@@ -179,13 +143,13 @@ def vllm_container(
     fields["env"] = [
         *fields["env"],
         {"name": "HOME", "value": "/tmp"},
-        {"name": "HF_HOME", "value": f"{CACHE_DIR}/hf"},
+        {"name": "HF_HOME", "value": f"{pods.CACHE_DIR}/hf"},
         {"name": "HF_HUB_OFFLINE", "value": "1"},  # the init container fetched everything
         {"name": "VLLM_CACHE_ROOT", "value": "/tmp/vllm"},
         {"name": "XDG_CACHE_HOME", "value": "/tmp/.cache"},
     ]
     mounts: list[dict[str, Any]] = [
-        {"name": "cache", "mountPath": CACHE_DIR, "readOnly": True},
+        {"name": "cache", "mountPath": pods.CACHE_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
         *_base_mounts(spec),
     ]
@@ -200,11 +164,11 @@ def vllm_container(
         "imagePullPolicy": "IfNotPresent",
         **fields,
         "volumeMounts": mounts,
-        "securityContext": restricted_container_security(),
+        "securityContext": pods.restricted_container_security(),
     }
     if not container.get("lifecycle"):
         container.pop("lifecycle", None)
-    resources = builders.container_resources(spec.resources)
+    resources = pods.container_resources(spec.resources)
     if resources:
         container["resources"] = resources
     return container
@@ -213,22 +177,16 @@ def vllm_container(
 def deployment(owner: Owner, spec: ModelServerSpec, settings: OperatorSettings, claims: list[str]) -> dict[str, Any]:
     """The vLLM Deployment. Rolling updates keep every replica serving until its successor is ready."""
     launch = vllm_launch(owner, spec, settings)
-    res = spec.resources
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,  # vLLM never talks to the Kubernetes API
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": launch.termination_grace_period_seconds,
-        "securityContext": restricted_pod_security(),
+        "securityContext": pods.restricted_pod_security(),
         "initContainers": [fetch_container(spec, settings)],
         "containers": [vllm_container(spec, settings, claims, launch)],
         "volumes": _volumes(spec, settings, claims),
+        **pods.scheduling(spec.resources),
     }
-    if res.node_selector:
-        pod_spec["nodeSelector"] = dict(res.node_selector)
-    if res.tolerations:
-        pod_spec["tolerations"] = [t.to_k8s() for t in res.tolerations]
-    if res.priority_class_name:
-        pod_spec["priorityClassName"] = res.priority_class_name
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -281,7 +239,7 @@ def replica_url(pod: dict[str, Any], settings: OperatorSettings) -> str | None:
     tests run vLLM as local processes and point each KWOK pod, whose IP leads nowhere, at one of them.
     """
     if settings.trust_endpoint_annotation:
-        annotated = ((pod.get("metadata") or {}).get("annotations") or {}).get(ENDPOINT_ANNOTATION)
+        annotated = ((pod.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_ENDPOINT)
         return str(annotated).rstrip("/") if annotated else None
     ip = (pod.get("status") or {}).get("podIP")
     return f"http://{ip}:{settings.vllm_port}" if ip else None

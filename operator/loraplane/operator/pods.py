@@ -1,0 +1,82 @@
+"""Pod pieces both controllers' builders share (pure): security, scheduling, resources, the hub token.
+
+Invariant: every pod the operator creates runs under the restricted Pod Security Standard and is placed
+by the owner's `spec.resources` (node selector, tolerations, priority class, requests and limits).
+
+Common layout of the operator's pods:
+    /var/cache/loraplane    model cache (CACHE_DIR): hub downloads, dequantized GGUF
+    /mnt/pvc/<claim>        the claim a pvc:// URI names (MOUNTS.pvc_root)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loraplane.api.common import PodResources, SecretKeyRef
+from loraplane.api.trainer_spec import HUB_TOKEN_ENV, Mounts
+
+CACHE_DIR = "/var/cache/loraplane"
+MOUNTS = Mounts()
+
+
+def restricted_pod_security() -> dict[str, Any]:
+    """Pod-level securityContext of every pod the operator creates (restricted Pod Security Standard)."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "fsGroup": 1000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def restricted_container_security() -> dict[str, Any]:
+    """Container-level securityContext of every container the operator creates (restricted standard)."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def scheduling(res: PodResources) -> dict[str, Any]:
+    """The pod spec's placement fields the resources set: nodeSelector, tolerations, priorityClassName."""
+    fields: dict[str, Any] = {}
+    if res.node_selector:
+        fields["nodeSelector"] = dict(res.node_selector)
+    if res.tolerations:
+        fields["tolerations"] = [t.to_k8s() for t in res.tolerations]
+    if res.priority_class_name:
+        fields["priorityClassName"] = res.priority_class_name
+    return fields
+
+
+def container_resources(res: PodResources) -> dict[str, Any]:
+    """Requests and limits of one container (training or vLLM); GPUs and memory are also limits."""
+    amounts: dict[str, str] = {}
+    if res.gpus:
+        amounts["nvidia.com/gpu"] = str(res.gpus)
+    if res.cpu:
+        amounts["cpu"] = res.cpu
+    if res.memory:
+        amounts["memory"] = res.memory
+    if not amounts:
+        return {}
+    limits = {k: v for k, v in amounts.items() if k != "cpu"}  # no CPU limit: throttling slows training
+    return {"requests": dict(amounts), "limits": limits}
+
+
+def hub_token_env(ref: SecretKeyRef | None) -> list[dict[str, Any]]:
+    """The hub token as an env var the kubelet resolves from the Secret (never in a ConfigMap or a log)."""
+    if ref is None:
+        return []
+    return [{"name": HUB_TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
+
+
+def pvc_claim(uri: str | None) -> str | None:
+    """The claim a pvc://CLAIM/PATH URI names (None for any other URI)."""
+    if uri and uri.startswith("pvc://"):
+        return uri.removeprefix("pvc://").split("/", 1)[0]
+    return None
