@@ -23,8 +23,8 @@ blocks of at least 8c requests, so the ramp-up and the tail of a block (fewer th
 little (each block after an unrecorded burst that re-opens its connections). The load generator and the
 proxies run on every CPU but the last (their CPU affinity); vLLM's processes may use all of them. (vLLM's
 threads can't be bound here: its OpenMP binding is for a worker process the CPU profile doesn't start, see
-vllm_args.Profile. Bound by hand to a CPU of its own, the engine process ran at a sixth of its speed: its
-busy threads then share one core.)
+vllm_args.Profile. Bound by hand to a CPU of its own, the engine process ran much slower: its busy threads
+then share one core; docs/benchmarks.md.)
 Each table also gives CPU milliseconds per request of vLLM's API server, of vLLM's engine process (the API
 server's child), of the proxy process (router, LiteLLM), of the load generator, and of the whole machine (all
 processes, all CPUs, from /proc), and how busy the machine was: less moved by other load than latency, and

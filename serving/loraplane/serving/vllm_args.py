@@ -56,7 +56,7 @@ class Profile:
 
 
 # vLLM's batch on CPU: the highest adapter/base throughput ratio in bench/multi_adapter.py's sweep
-# (16 / 32 / 64 gave 0.56 / 0.64 / 0.58; docs/benchmarks.md).
+# (docs/benchmarks.md).
 CPU_MAX_NUM_SEQS = 32
 
 

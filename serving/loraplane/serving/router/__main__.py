@@ -18,9 +18,8 @@ def main() -> int:
     if not settings.access_log:
         logging.getLogger("loraplane.router.access").setLevel(logging.WARNING)
     app = create_app(settings)
-    # Startup's objects (modules, the app, schemas: ~65k) leave the garbage collector's view, so a full
-    # collection under load no longer walks them: the worst pause fell from 27 to 2.5 ms (a 26 ms stall of
-    # every request in flight otherwise).
+    # Startup's objects (modules, the app, schemas) leave the garbage collector's view, so a full collection
+    # under load no longer walks them (the worst pause it saves: docs/benchmarks.md).
     gc.collect()
     gc.freeze()
     server = router_server(app, settings.host, settings.port)

@@ -4,7 +4,7 @@
 (the two sides of a canary apart) or the base model, "-" before that was known (a request refused early).
 
 The request path records through the methods below, which keep each labelled child once it exists
-(`labels()` takes a lock and builds a key on every call, a few microseconds the router pays per request).
+(`labels()` takes a lock and builds a key on every call, work the router would pay per request).
 """
 
 from __future__ import annotations
