@@ -4,8 +4,8 @@ In a padding-free batch (one flattened row per device) most positions are prompt
 instruction, chat markup. Their labels are -100, so their logits are never needed. Projecting only
 the labelled positions through the LM head (vocabulary 49k–152k wide) and skipping TRL's per-token
 entropy/accuracy metrics makes a CPU step much faster than TRL's tiled fused LM head, at an identical loss
-(TRL's head is built for GPU memory, not CPU speed; the measurement is in docs/benchmarks.md). Padded batches (packing off) and models whose forward has no `logits_to_keep` keep
-TRL's own loss.
+(TRL's head is built for GPU memory, not CPU speed; the measurement is in docs/benchmarks.md). Padded
+batches (packing off) and models whose forward has no `logits_to_keep` keep TRL's own loss.
 """
 
 from __future__ import annotations
