@@ -50,7 +50,7 @@ lint: venv ## ruff + mypy (configured in pyproject.toml) + CRDs up to date
 	@$(PY) -m loraplane.api.crdgen --check
 
 .PHONY: test
-test: venv control-plane lint ## The whole test suite: lint, unit, and integration against a real control plane
+test: venv control-plane node-deps images lint ## The whole test suite: lint, unit, integration against a real control plane, end-to-end on a real node
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: bench
@@ -71,7 +71,7 @@ cluster-down: ## Stop it (and undo every host change of a real node)
 	@hack/cluster.sh down
 
 .PHONY: install
-install: ## kubectl apply -k manifests/ against the current KUBECONFIG
+install: ## kubectl apply -k manifests/ against the current KUBECONFIG (the real node: manifests/overlays/local)
 	@kubectl apply -k manifests/
 
 .PHONY: run-operator

@@ -4,8 +4,7 @@ A pod from an image in the local registry runs on the real node in a namespace t
 Security `restricted`; `kubectl logs`, `exec` and `port-forward` work; a pod resolves and reaches the
 `kubernetes` Service and another pod's ClusterIP Service by DNS name; a PVC binds through local-path.
 
-Opt-in for now (LORAPLANE_REAL_NODE=1): the first run on a machine installs Debian packages and builds
-the node's binaries and images.  Needs the router image in the local registry (`make images`).
+Runs in `make test`, which builds the node's binaries and the images first (cached outside the clone).
 Set LORAPLANE_REAL_NODE_KUBECONFIG to use a real-node cluster that is already up.
 """
 
@@ -21,19 +20,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.kube_harness import Cluster, poll, start_cluster
+from tests.e2e.pods import NODE, REGISTRY, TAG, wait_pods_ready
+from tests.kube_harness import Cluster, poll
 
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.skipif(
-        os.environ.get("LORAPLANE_REAL_NODE") != "1" and not os.environ.get("LORAPLANE_REAL_NODE_KUBECONFIG"),
-        reason="real node tests are opt-in: LORAPLANE_REAL_NODE=1",
-    ),
-]
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-REGISTRY = f"localhost:{os.environ.get('LORAPLANE_REGISTRY_PORT', '5000')}/loraplane"
-IMAGE = os.environ.get("LORAPLANE_SMOKE_IMAGE", f"{REGISTRY}/router:0.1.0")
-NODE = os.environ.get("LORAPLANE_NODE_NAME", "loraplane-node-0")
+IMAGE = os.environ.get("LORAPLANE_SMOKE_IMAGE", f"{REGISTRY}/router:{TAG}")
 
 RESTRICTED_POD = {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}}
 RESTRICTED_CONTAINER = {
@@ -85,20 +77,8 @@ def pod(name: str, script: str, *, volumes: list[dict] | None = None, mounts: li
     }
 
 
-@pytest.fixture(scope="session")
-def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    try:
-        c, stop = start_cluster(tmp_path_factory.mktemp("real-node"), real_node=True)
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
-        yield c
-    finally:
-        stop()
-
-
 @pytest.fixture
-def restricted_ns(real_cluster: Cluster) -> Iterator[str]:
+def restricted_ns(real_cluster: Cluster, local_images: str) -> Iterator[str]:
     name = f"smoke-{secrets.token_hex(3)}"
     real_cluster.kubectl("create", "namespace", name)
     real_cluster.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
@@ -111,16 +91,7 @@ def restricted_ns(real_cluster: Cluster) -> Iterator[str]:
 
 
 def wait_ready(c: Cluster, ns: str, name: str, timeout: float = 300) -> dict:
-    def ready() -> dict | None:
-        p = c.get("pod", name, "-n", ns)
-        for cs in p["status"].get("containerStatuses", []):
-            waiting = cs.get("state", {}).get("waiting", {})
-            if waiting.get("reason") in ("ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError"):
-                raise AssertionError(f"pod {name}: {waiting}")
-        ok = any(x["type"] == "Ready" and x["status"] == "True" for x in p["status"].get("conditions", []))
-        return p if ok else None
-
-    return poll(f"pod {ns}/{name} Ready", ready, timeout=timeout, interval=0.5)
+    return wait_pods_ready(c, ns, f"app={name}", 1, timeout)[0]
 
 
 def test_restricted_pod_on_real_node(real_cluster: Cluster, restricted_ns: str) -> None:

@@ -149,6 +149,34 @@ def test_deployment_runs_vllm_from_the_serving_builder_with_restricted_security(
     }
 
 
+def test_cpu_nodes_get_the_operators_vllm_image_and_a_profile_reachable_on_the_pod_ip() -> None:
+    """The defaults a CPU cluster sets once (the local overlay), instead of every ModelServer naming them."""
+    cpu = OperatorSettings(
+        priority=1,
+        trainer_image="trainer:test",
+        vllm_image="registry.local/vllm-cpu:1",
+        vllm_profile="cpu",
+        image_pull_policy="Always",
+    )
+    pod = msb.deployment(OWNER, spec(), cpu, ["store"])["spec"]["template"]["spec"]
+    (vllm,) = pod["containers"]
+    (fetch,) = pod["initContainers"]
+    assert vllm["image"] == "registry.local/vllm-cpu:1"
+    assert vllm["imagePullPolicy"] == fetch["imagePullPolicy"] == "Always"
+    env = {e["name"]: e.get("value") for e in vllm["env"]}
+    assert "VLLM_HOST_IP" not in env, "a loopback VLLM_HOST_IP is for local mode only"
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "1" and env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    assert vllm["command"][vllm["command"].index("--host") + 1] == "0.0.0.0"
+    assert vllm["lifecycle"]["preStop"]["exec"]["command"][-1] == "sleep 5"
+    named = spec()
+    named.vllm.image = "mine/vllm:2"
+    pod = msb.deployment(OWNER, named, cpu, ["store"])["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "mine/vllm:2", "spec.vllm.image wins over the operator's default"
+    assert msb.deployment(OWNER, spec(), SETTINGS, [])["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        "vllm/vllm-openai:v0.11.0"
+    )
+
+
 def test_base_model_is_fetched_by_an_init_container_into_the_cache() -> None:
     pod = msb.deployment(OWNER, spec(), SETTINGS, [])["spec"]["template"]["spec"]
     (fetch,) = pod["initContainers"]

@@ -16,10 +16,12 @@ from tests.serving.scripted import ScriptedReplica, fake_adapter, serving
 BACKOFF = 0.2
 
 
-async def reconciles(url: str, want: dict[str, DesiredAdapter], times: int, attempts: int) -> list[ReplicaReport]:
+async def reconciles(
+    url: str, want: dict[str, DesiredAdapter], times: int, attempts: int, verify: bool = True
+) -> list[ReplicaReport]:
     """`times` reconciles of one replica at once, by one manager."""
     async with aiohttp.ClientSession() as session:
-        manager = AdapterManager(VllmClient(session), NoRouting(), attempts=attempts, backoff=BACKOFF)
+        manager = AdapterManager(VllmClient(session), NoRouting(), attempts=attempts, backoff=BACKOFF, verify=verify)
         return list(await asyncio.gather(*(manager.reconcile(url, want) for _ in range(times))))
 
 
@@ -55,3 +57,15 @@ def test_two_reconciles_at_once_load_an_adapter_one_at_a_time(tmp_path: Path) ->
     assert replica.loads_at_once == 1, "one lock per adapter: the second load waits for the first"
     assert replica.log.count("load alpha") == 1, "the second finds it loaded (already loaded is success)"
     assert all(r.loaded == {"alpha"} and not r.errors for r in reports), reports
+
+
+def test_files_the_manager_cannot_see_are_refused_unless_the_replica_reads_them_itself(tmp_path: Path) -> None:
+    """verify=False (the cluster router): the path is the vLLM pod's own mount, so it is handed on unchecked."""
+    elsewhere = {"alpha": DesiredAdapter("alpha", "/mnt/adapters/alpha-adapter/ns/alpha", "0" * 64)}
+    replica = ScriptedReplica("a")
+    with serving(replica) as (url,):
+        (refused,) = asyncio.run(reconciles(url, elsewhere, times=1, attempts=1))
+        (handed_on,) = asyncio.run(reconciles(url, elsewhere, times=1, attempts=1, verify=False))
+    assert "does not exist" in refused.errors["alpha"] and "alpha" not in refused.loaded
+    assert handed_on.loaded == {"alpha"} and not handed_on.errors
+    assert replica.log.count("load alpha") == 1

@@ -150,13 +150,25 @@ def crd(info: CrdInfo, spec: type[BaseModel], status: type[BaseModel]) -> Schema
     }
 
 
-def render_all() -> dict[str, str]:
+def render_crds() -> dict[str, str]:
     """File name -> YAML text for every CRD."""
     return {
         f"{GROUP}_{info.plural}.yaml": HEADER
         + yaml.safe_dump(crd(info, spec, status), sort_keys=False, allow_unicode=True, width=120)
         for info, spec, status in RESOURCES
     }
+
+
+def render_all() -> dict[str, str]:
+    """Every file of manifests/crds/: the CRDs and the kustomization that lists them."""
+    files = render_crds()
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": sorted(files),
+    }
+    files["kustomization.yaml"] = HEADER + yaml.safe_dump(kustomization, sort_keys=False)
+    return files
 
 
 def render_docs() -> str:

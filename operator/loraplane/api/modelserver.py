@@ -98,9 +98,15 @@ class ServedAdapter(K8sModel):
 class VllmSpec(K8sModel):
     """vLLM server settings."""
 
-    image: Annotated[str, Field(min_length=1, max_length=512, description="vLLM OpenAI-server image.")] = (
-        "vllm/vllm-openai:v0.11.0"
-    )
+    image: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=512,
+            description="vLLM OpenAI-server image; unset = the operator's default (its setting vllm_image: "
+            "vllm/vllm-openai on GPU clusters, the vllm-cpu image on CPU ones).",
+        ),
+    ] = None
     max_loras: Annotated[
         int, Field(ge=1, le=256, description="Adapters resident on the GPU at once (--max-loras).")
     ] = 4

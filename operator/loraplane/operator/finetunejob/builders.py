@@ -205,7 +205,7 @@ def training_job(owner: Owner, spec: FineTuneJobSpec, settings: OperatorSettings
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": settings.trainer_image,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": settings.image_pull_policy,
         "command": trainer_command(owner, spec),
         "env": _env(spec),
         "volumeMounts": mounts,

@@ -32,7 +32,7 @@ from loraplane.operator.names import (
 )
 from loraplane.operator.owner import Owner
 from loraplane.operator.settings import OperatorSettings
-from loraplane.serving.vllm_args import ServedModel, VllmLaunch, build_args, cpu_profile, gpu_profile
+from loraplane.serving.vllm_args import ServedModel, VllmLaunch, build_args, cluster_cpu_profile, gpu_profile
 
 KIND = "ModelServer"
 COMPONENT = "vllm"
@@ -73,7 +73,7 @@ def served_model_name(namespace: str, name: str) -> str:
 
 def vllm_launch(owner: Owner, spec: ModelServerSpec, settings: OperatorSettings) -> VllmLaunch:
     """The vLLM command line, environment and probes (from the serving builder, one source of truth)."""
-    profile = gpu_profile() if settings.vllm_profile == "gpu" else cpu_profile()
+    profile = gpu_profile() if settings.vllm_profile == "gpu" else cluster_cpu_profile()
     return build_args(
         ServedModel(
             path=MODEL_DIR, name=served_model_name(owner.namespace, owner.name), size_bytes=ASSUMED_MODEL_BYTES
@@ -124,7 +124,7 @@ def fetch_container(spec: ModelServerSpec, settings: OperatorSettings) -> dict[s
     return {
         "name": FETCH_CONTAINER,
         "image": settings.fetch_image or settings.trainer_image,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": settings.image_pull_policy,
         "command": list(FETCH_COMMAND),
         "env": env,
         "volumeMounts": [
@@ -160,8 +160,8 @@ def vllm_container(
         mounts.append({"name": f"store-{i}", "mountPath": f"{root}/{claim}", "readOnly": True})
     container: dict[str, Any] = {
         "name": CONTAINER,
-        "image": spec.vllm.image,
-        "imagePullPolicy": "IfNotPresent",
+        "image": spec.vllm.image or settings.vllm_image,
+        "imagePullPolicy": settings.image_pull_policy,
         **fields,
         "volumeMounts": mounts,
         "securityContext": pods.restricted_container_security(),

@@ -71,7 +71,12 @@ async def adapter_manager(state: RouterState, settings: RouterSettings) -> Async
     """The reconcile loops over a pooled aiohttp session to the replicas' admin API, stopped when the block ends."""
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
     async with aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",)) as session:
-        manager = AdapterManager(VllmClient(session), state, drain_timeout=settings.drain_timeout_s)
+        manager = AdapterManager(
+            VllmClient(session),
+            state,
+            drain_timeout=settings.drain_timeout_s,
+            verify=settings.verify_adapter_files,
+        )
         task = asyncio.create_task(reconcile_forever(state, manager, settings.reconcile_interval_s))
         try:
             yield
