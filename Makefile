@@ -51,7 +51,11 @@ lint: venv ## ruff + mypy (configured in pyproject.toml) + CRDs up to date
 
 .PHONY: test
 test: venv control-plane node-deps images lint ## The whole test suite: lint, unit, integration against a real control plane, end-to-end on a real node
-	@$(PY) -m pytest $(PYTEST_ARGS)
+	@$(PY) -m pytest --durations=25 $(PYTEST_ARGS)
+
+.PHONY: test-unit
+test-unit: venv ## The fast lane: every test that starts no cluster, vLLM, trainer or server, and is not slow
+	@$(PY) -m pytest -m "not cluster and not vllm and not trainer and not network and not slow" $(PYTEST_ARGS)
 
 .PHONY: bench
 bench: venv ## Benchmarks, one run each, side by side; each prints a one-line summary last (BENCH=name for one)

@@ -19,9 +19,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from loraplane.serving import proctree
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `tests.support.bench`: the trainer as a child, the table
+
+from loraplane.serving import proctree  # noqa: E402
+from tests.support.bench import Column, run_trainer, table  # noqa: E402
 
 
 def training_spec(job: Path, work: Path) -> dict[str, Any]:
@@ -44,7 +46,7 @@ def train(spec: dict[str, Any], ratio: float, work: Path) -> dict[str, Any]:
     path = work / f"spec-{ratio}.json"
     path.write_text(json.dumps(run_spec))
     print(f"training with generalMixRatio={ratio} ...", flush=True)
-    proc = proctree.run([sys.executable, "-m", "loraplane.trainer", "--spec", str(path)], name="trainer")
+    proc = run_trainer(path)
     if proc.returncode != 0:
         sys.exit(f"trainer failed with exit code {proc.returncode}")
     evaluation: dict[str, Any] = json.loads((out / "result.json").read_text())["evaluation"]
@@ -61,9 +63,9 @@ def main() -> None:
         without = train(spec, 0.0, Path(tmp))
         with_mix = train(spec, ns.ratio, Path(tmp))
     base = without["general_base_score"]
-    print(f"{'run':22} {'general (base ' + format(base, '.3f') + ')':>22} {'domain':>8}")
-    for label, ev in (("generalMixRatio=0", without), (f"generalMixRatio={ns.ratio}", with_mix)):
-        print(f"{label:22} {ev['general_adapter_score']:>22.3f} {ev['adapter_score']:>8.3f}")
+    columns = [Column("run", 22), Column(f"general (base {base:.3f})", 22, ".3f"), Column("domain", 8, ".3f")]
+    runs = (("generalMixRatio=0", without), (f"generalMixRatio={ns.ratio}", with_mix))
+    print(table(columns, [(label, ev["general_adapter_score"], ev["adapter_score"]) for label, ev in runs]))
     print(
         f"general_mix base_general={base:.3f} mix0_general={without['general_adapter_score']:.3f} "
         f"mix_general={with_mix['general_adapter_score']:.3f} mix0_domain={without['adapter_score']:.3f} "

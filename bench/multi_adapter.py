@@ -27,16 +27,14 @@ from pathlib import Path
 import aiohttp
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # `tests.trainer.tiny` for --tiny
+sys.path.insert(0, str(REPO))  # `tests.support`: the tiny Llama for --tiny, adapters, the vLLM launch
 
-from loraplane.api.artifact import describe_adapter  # noqa: E402
 from loraplane.api.modelserver import VllmSpec  # noqa: E402
-from loraplane.api.result import TrainingResult  # noqa: E402
 from loraplane.serving import proctree  # noqa: E402
 from loraplane.serving.adapter_manager import AdapterManager, DesiredAdapter, NoRouting  # noqa: E402
-from loraplane.serving.vllm_args import CPU_MAX_NUM_SEQS, ServedModel, build_args, cpu_profile  # noqa: E402
+from loraplane.serving.vllm_args import CPU_MAX_NUM_SEQS  # noqa: E402
 from loraplane.serving.vllm_client import VllmClient  # noqa: E402
-from loraplane.serving.vllm_process import VllmProcess  # noqa: E402
+from tests.support.serving import vllm_server, write_adapter  # noqa: E402
 
 RANK = 8
 PHASES = (0, 1, 4, 8)  # 0 = base model alone
@@ -45,10 +43,9 @@ PROMPT = "Patient reports fever and a high heart rate. Summarise the findings an
 
 def base_model(work: Path, tiny: bool) -> Path:
     if tiny:
-        from tests.trainer.tiny import build_tiny_llama, build_tokenizer
+        from tests.support.tiny import build_tiny_base
 
-        tokenizer = build_tokenizer(work / "tokenizer")
-        return build_tiny_llama(work / "tiny", tokenizer)
+        return build_tiny_base(work)
     from loraplane.api.common import ModelSource
     from loraplane.trainer.models import resolve_model
 
@@ -60,26 +57,11 @@ def base_model(work: Path, tiny: bool) -> Path:
 
 def make_adapters(base: Path, root: Path, count: int) -> dict[str, Path]:
     """`count` random-weight LoRA adapters (seeded, non-zero B) with result.json."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    out = {}
-    for i in range(count):
-        torch.manual_seed(100 + i)
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-        config = LoraConfig(
-            r=RANK,
-            lora_alpha=2 * RANK,
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-            init_lora_weights=False,
-            task_type="CAUSAL_LM",
-        )
-        dest = root / f"bench-{i}"
-        get_peft_model(model, config).save_pretrained(str(dest))
-        TrainingResult(ok=True, code=0, reason="Succeeded", adapter=describe_adapter(dest)).write(dest)
-        out[f"bench-{i}"] = dest
-    return out
+    names = [f"bench-{i}" for i in range(count)]
+    return {
+        name: write_adapter(base, root / name, name=name, seed=100 + i, rank=RANK, b_scale=1.0)
+        for i, name in enumerate(names)
+    }
 
 
 async def phase(
@@ -149,8 +131,6 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
 
-    from tests.kube_harness import free_port
-
     with tempfile.TemporaryDirectory(prefix="bench-multi-adapter-") as tmp:
         work = Path(tmp)
         base = base_model(work, args.tiny)
@@ -163,15 +143,10 @@ def main() -> None:
             dtype="float32",
             gpu_memory_utilization=0.2,
         )
-        launch = build_args(
-            ServedModel(path=str(base), name="base"),
-            spec,
-            cpu_profile(kvcache_space_gib=1, max_num_seqs=args.max_num_seqs),
-            port=args.port or free_port(),
-            python=sys.executable,
+        server = vllm_server(
+            base, spec, work / "vllm.log", max_num_seqs=args.max_num_seqs, port=args.port, start_timeout=900
         )
-        print("vLLM:", " ".join(launch.argv[3:]), flush=True)
-        server = VllmProcess(launch, work / "vllm.log", start_timeout=900)
+        print("vLLM:", " ".join(server.launch.argv[3:]), flush=True)
         started = time.perf_counter()
         server.start()
         try:

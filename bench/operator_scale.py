@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from loraplane.serving import proctree  # noqa: E402
-from tests.kube_harness import (  # noqa: E402
+from tests.support.bench import nearest_rank  # noqa: E402
+from tests.support.kube import (  # noqa: E402
     Cluster,
     OperatorProcess,
     add_store,
@@ -41,12 +42,6 @@ from tests.kube_harness import (  # noqa: E402
 )
 
 NAMESPACE = "bench"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 class Watch:
@@ -180,8 +175,8 @@ def main() -> None:
             file=sys.stderr,
         )
         print(
-            f"operator_scale jobs={ns.jobs} p50_to_job_s={percentile(to_job, 50):.3f} "
-            f"p99_to_job_s={percentile(to_job, 99):.3f} p99_to_running_s={percentile(to_running, 99):.3f} "
+            f"operator_scale jobs={ns.jobs} p50_to_job_s={nearest_rank(to_job, 50):.3f} "
+            f"p99_to_job_s={nearest_rank(to_job, 99):.3f} p99_to_running_s={nearest_rank(to_running, 99):.3f} "
             f"rss_mb={peak:.1f}"
         )
     finally:

@@ -9,9 +9,14 @@ selector labels runs on KWOK, its pod finishes with a trainer summary naming a f
 benchmark measures from the moment a watch sees the FineTuneJob Succeeded to the first answer through
 the router that came from the new version (a client polls the router's public model name throughout).
 
-    python bench/rollout_latency.py [--runs 10]
+Then the same on the real node (`--real-runs`, 0 skips it; needs `make node-deps images`): a real-node
+cluster with `manifests/overlays/local` installed, a ModelServer on the packaged SmolLM2 (one real vLLM
+pod) selecting `loraplane.io/adapter=medical`, and each run a short real training in a trainer pod with a
+new seed; from Succeeded to the first answer of the new version through the router pod's Service.
 
-Last line: `rollout_latency p50_s=<f> p99_s=<f>`. Target: p99 <= 10 s.
+    python bench/rollout_latency.py [--runs 10] [--real-runs 3]
+
+Last line: `rollout_latency p50_s=<f> p99_s=<f> real_p50_s=<f> real_p99_s=<f>`. Target: p99 <= 10 s.
 """
 
 from __future__ import annotations
@@ -24,40 +29,45 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from loraplane.serving import proctree  # noqa: E402
-from tests.kube_harness import (  # noqa: E402
+from tests.support.bench import nearest_rank as percentile  # noqa: E402
+from tests.support.kube import (  # noqa: E402
     Cluster,
+    Kube,
     OperatorProcess,
     add_store,
+    ftj,
+    new_namespace,
     poll,
     service_account_kubeconfig,
     start_cluster,
 )
-from tests.operator.conftest import Kube, ftj  # noqa: E402
-from tests.operator.ms_helpers import (  # noqa: E402
+from tests.support.ms_helpers import (  # noqa: E402
     Ms,
     RouterProcess,
     adapter_sha256,
     chat,
     modelserver,
-    new_namespace,
     point_pods_at,
     selector,
     summary,
 )
+from tests.support.real_node import (  # noqa: E402
+    IMAGES,
+    install_local_overlay,
+    registry_has,
+    restricted_namespace,
+    router_url,
+)
 
 LABELS = {"loraplane.io/adapter": "medical"}
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 class SucceededWatch:
@@ -96,21 +106,23 @@ class SucceededWatch:
 
 
 class FirstAnswer:
-    """Polls the router's public model until an answer comes from `version`; remembers when."""
+    """Polls the router's public model until an answer comes from a version `wanted` accepts; remembers when."""
 
-    def __init__(self, router_url: str, model: str, version: str) -> None:
+    def __init__(self, router_url: str, model: str, wanted: Callable[[str], bool]) -> None:
         self.at: float | None = None
+        self.version = ""
         self.errors = 0
         self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(router_url, model, version), daemon=True)
+        self.thread = threading.Thread(target=self._run, args=(router_url, model, wanted), daemon=True)
         self.thread.start()
 
-    def _run(self, url: str, model: str, version: str) -> None:
+    def _run(self, url: str, model: str, wanted: Callable[[str], bool]) -> None:
         while not self.stopping.is_set() and self.at is None:
             status, body = chat(url, model, max_tokens=1)
             if status != 200:
                 self.errors += 1
-            elif body.get("model") == version:
+            elif wanted(str(body.get("model", ""))):
+                self.version = str(body["model"])
                 self.at = time.monotonic()
 
     def stop(self) -> None:
@@ -118,17 +130,108 @@ class FirstAnswer:
         self.thread.join(timeout=60)
 
 
+def measure(
+    cluster: Cluster, namespace: str, router_url: str, job: dict[str, Any], wanted: Callable[[str], bool],
+    timeout: float, finish: Callable[[], None] | None = None,
+) -> tuple[float, FirstAnswer]:  # fmt: skip
+    """Apply `job`; seconds from the watch seeing it Succeeded to the first answer from a version `wanted` accepts."""
+    name = job["metadata"]["name"]
+    cluster.apply(job, "-n", namespace)
+    watch = SucceededWatch(cluster, namespace, name)
+    answers = FirstAnswer(router_url, "medical", wanted)
+    try:
+        if finish is not None:
+            finish()
+
+        def done(w: SucceededWatch = watch, a: FirstAnswer = answers) -> bool:
+            return w.at is not None and a.at is not None
+
+        poll(f"{name} answering", done, timeout)
+    finally:
+        watch.stop()
+        answers.stop()
+    assert watch.at is not None and answers.at is not None
+    return max(0.0, answers.at - watch.at), answers
+
+
+def real_job(i: int) -> dict[str, Any]:
+    """A short real training of the packaged SmolLM2 (a new seed per run, so a new adapter version)."""
+    return {
+        "apiVersion": "loraplane.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": f"medical-real-{i:02d}", "labels": LABELS},
+        "spec": {
+            "baseModel": {"uri": "builtin://smollm2-135m-instruct"},
+            "dataset": {"uri": "builtin://medical", "maxSamples": 16, "validationSplit": 0.0},
+            "lora": {"r": 8, "alpha": 16, "targetModules": ["all-linear"]},
+            "training": {"epochs": 1, "maxSteps": 2, "batchSize": 4, "maxSeqLength": 64, "seed": 1000 + i},
+            "evaluation": {"heldOutUri": "builtin://medical-heldout", "metric": "Contains", "maxSamples": 2},
+        },
+    }
+
+
+def real_node(runs: int, timeout: float, work: Path) -> list[float]:
+    """The same measurement on the real node: real trainer pods, a real vLLM pod, the router pod's Service."""
+    cluster, stop_cluster = start_cluster(work / "real-node", real_node=True)
+    try:
+        missing = [i for i in IMAGES if not registry_has(i)]
+        if missing:
+            raise SystemExit(f"not in the local registry: {missing}; run `make images`")
+        install_local_overlay(cluster)
+        namespace = restricted_namespace(cluster, "bench")
+        url = router_url(cluster)
+        first = real_job(0)
+        cluster.apply(first, "-n", namespace)
+        Kube(cluster, namespace).wait_ftj(
+            first["metadata"]["name"], lambda o: o["status"].get("phase") == "Succeeded", "Succeeded", timeout=1800
+        )
+        server = modelserver("medical", [selector("medical")], replicas=1, resources={})
+        server["spec"]["baseModel"]["uri"] = "builtin://smollm2-135m-instruct"
+        cluster.apply(server, "-n", namespace)
+        Ms(cluster, namespace).wait_condition("medical", "Ready", "True", timeout=1800)
+        latencies: list[float] = []
+        for i in range(1, runs + 1):
+            ms = cluster.get("ms", "medical", "-n", namespace)
+            old = ms["status"]["adapters"][0]["version"]
+
+            def new_version(v: str, old: str = old) -> bool:
+                return v.startswith("medical-") and v != old
+
+            latency, answers = measure(cluster, namespace, url, real_job(i), new_version, timeout)
+            latencies.append(latency)
+            print(f"real run {i}: {old} -> {answers.version} answering {latency:.2f}s after Succeeded", flush=True)
+        return latencies
+    finally:
+        stop_cluster()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=120, help="seconds one run may take")
+    parser.add_argument("--real-runs", type=int, default=3, help="runs on the real node (0: skip)")
+    parser.add_argument("--real-timeout", type=float, default=900, help="seconds one real run may take (training)")
     ns = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rollout-latency-"))
+    try:
+        latencies = process_level(ns.runs, ns.timeout, work)
+        real = real_node(ns.real_runs, ns.real_timeout, work) if ns.real_runs else []
+    finally:
+        if "LORAPLANE_CLUSTER_DIR" not in os.environ:
+            shutil.rmtree(work, ignore_errors=True)
+    line = f"rollout_latency p50_s={percentile(latencies, 50):.2f} p99_s={percentile(latencies, 99):.2f}"
+    if real:
+        line += f" real_p50_s={percentile(real, 50):.2f} real_p99_s={percentile(real, 99):.2f}"
+    print(line, flush=True)
+
+
+def process_level(runs: int, timeout: float, work: Path) -> list[float]:
+    """The operator and router as processes, vLLM a process, the FineTuneJob's pod on KWOK."""
     state = Path(os.environ.get("LORAPLANE_CLUSTER_DIR", str(work / "cluster")))
     cluster, stop_cluster = start_cluster(state)
     # Heavy imports after the cluster build (torch is only needed for the tiny model and its adapters).
-    from tests.serving.fixtures import tiny_replica, write_adapter
-    from tests.trainer.tiny import build_tiny_llama, build_tokenizer
+    from tests.support.serving import tiny_replica, write_adapter
+    from tests.support.tiny import build_tiny_llama, build_tokenizer
 
     store_root = work / "adapter-mounts"
     router = RouterProcess(work / "router.log")
@@ -171,33 +274,21 @@ def main() -> None:
         ms.wait_condition("qwen", "Ready", "True", timeout=240)
 
         latencies: list[float] = []
-        for i in range(1, ns.runs + 1):
+        for i in range(1, runs + 1):
             name, sha = adapter(i)
-            version = f"medical-{sha[:12]}"
             obj = ftj(name)
             obj["metadata"]["labels"] = LABELS
-            cluster.apply(obj, "-n", namespace)
-            pod = kube.running_pod(name)["metadata"]["name"]
-            watch = SucceededWatch(cluster, namespace, name)
-            answers = FirstAnswer(router.url, "medical", version)
-            try:
-                kube.finish_pod(pod, 0, summary(sha))
 
-                def done(w: SucceededWatch = watch, a: FirstAnswer = answers) -> bool:
-                    return w.at is not None and a.at is not None
+            def finish(name: str = name, sha: str = sha) -> None:  # the KWOK pod ends as the trainer would
+                kube.finish_pod(kube.running_pod(name)["metadata"]["name"], 0, summary(sha))
 
-                poll(f"{name} answering", done, ns.timeout)
-            finally:
-                watch.stop()
-                answers.stop()
-            assert watch.at is not None and answers.at is not None
-            latency = max(0.0, answers.at - watch.at)
+            def this_version(v: str, want: str = f"medical-{sha[:12]}") -> bool:
+                return v == want
+
+            latency, answers = measure(cluster, namespace, router.url, obj, this_version, timeout, finish)
             latencies.append(latency)
             print(f"run {i}: {name} Succeeded -> answering in {latency:.2f}s ({answers.errors} non-200)", flush=True)
-        print(
-            f"rollout_latency p50_s={percentile(latencies, 50):.2f} p99_s={percentile(latencies, 99):.2f}",
-            flush=True,
-        )
+        return latencies
     finally:
         if operator is not None:
             operator.stop()
@@ -205,8 +296,6 @@ def main() -> None:
         if vllm is not None:
             vllm.stop()
         stop_cluster()
-        if "LORAPLANE_CLUSTER_DIR" not in os.environ:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

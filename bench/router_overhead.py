@@ -58,9 +58,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,88 +65,24 @@ import aiohttp
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # `tests.*`: the tiny Llama, adapters, free ports
+sys.path.insert(0, str(REPO))  # `tests.support`: the tiny Llama, adapters, the vLLM launch, bench plumbing
 
 from loraplane.api.modelserver import VllmSpec  # noqa: E402
 from loraplane.api.result import TrainingResult  # noqa: E402
 from loraplane.serving import proctree  # noqa: E402
 from loraplane.serving.router import AdapterVersion, PublicModel, ServerRoute  # noqa: E402
-from loraplane.serving.vllm_args import ServedModel, build_args, cpu_profile  # noqa: E402
-from loraplane.serving.vllm_process import VllmProcess  # noqa: E402
-from tests.kube_harness import free_port  # noqa: E402
+from tests.support.bench import JSON_HEADERS, Service, http_ok, percentile, wait_until  # noqa: E402
+from tests.support.kube import free_port  # noqa: E402
+from tests.support.serving import vllm_server  # noqa: E402
 
 BASE = "base"  # vLLM --served-model-name, routable under the same name everywhere
 PUBLIC = "bench"  # the adapter's public name (router, LiteLLM)
 VERSION = "bench-v1"  # the adapter's name on vLLM (direct)
 RANK = 8
 MESSAGES = [{"role": "user", "content": "Patient reports fever. Next step?"}]
-JSON_HEADERS = {"content-type": "application/json"}
 BLOCK = 8  # above concurrency 1, a recorded block has at least BLOCK * concurrency requests
 START_TIMEOUT = 900.0  # vLLM on a busy CPU: imports, weights, warm-up
 READY_TIMEOUT = 300.0  # router and LiteLLM, counted from vLLM being healthy
-
-
-class Service:
-    """A helper process (the router, LiteLLM's proxy): its own process group (proctree), output to a log file."""
-
-    def __init__(
-        self, name: str, argv: Sequence[str], env: dict[str, str], url: str, log_path: Path, cwd: Path
-    ) -> None:
-        self.name, self.argv, self.env, self.url, self.log_path, self.cwd = name, list(argv), env, url, log_path, cwd
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = proctree.spawn(
-                self.argv,
-                name=self.name,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.cwd,
-                env={**os.environ, **self.env},
-            )
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, grace: float = 15.0) -> None:
-        if self.proc is not None:
-            proctree.stop(self.proc, grace, group=True)  # SIGTERM to the group (LiteLLM's workers), then SIGKILL
-
-    def tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_bytes()[-chars:].decode(errors="replace")
-        except OSError:
-            return ""
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float, service: Service | None = None) -> None:
-    """Poll `check` until it holds; fail at the deadline or as soon as `service` has exited."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if service is not None and not service.running():
-            raise RuntimeError(f"{service.name} exited before {what}:\n{service.tail()}")
-        if check():
-            return
-        time.sleep(0.5)
-    tail = f":\n{service.tail()}" if service is not None else ""
-    raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}{tail}")
-
-
-def http_ok(url: str, body: dict[str, object] | None = None) -> bool:
-    """GET (or POST `body` as JSON) answers 200."""
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers=JSON_HEADERS if data else {})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as resp:
-            return bool(resp.status == 200)
-    except (OSError, urllib.error.URLError):
-        return False
 
 
 def chat_body(model: str) -> dict[str, object]:
@@ -222,17 +155,6 @@ def share(part: float, whole: float) -> float:
 def cell(value: float, spec: str, width: int) -> str:
     """A table cell: `value` formatted by `spec`, or "-" when it is unknown (nan)."""
     return f"{'-' if math.isnan(value) else format(value, spec):>{width}}"
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default); nan for no values."""
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    pos = (len(ordered) - 1) * q / 100
-    low = math.floor(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
 async def block(
@@ -403,12 +325,6 @@ async def measure(targets: list[Target], vllm_pid: int | None, args: argparse.Na
     return results
 
 
-def tiny_base(work: Path) -> Path:
-    from tests.trainer.tiny import build_tiny_llama, build_tokenizer
-
-    return build_tiny_llama(work / "tiny", build_tokenizer(work / "tokenizer"))
-
-
 def router_service(args: argparse.Namespace, work: Path, vllm_url: str, adapter: Path) -> Service:
     result = TrainingResult.read(adapter)
     assert result is not None and result.adapter is not None, f"{adapter} has no result.json"
@@ -491,11 +407,12 @@ def main() -> None:
     parser.add_argument("--router-access-log", action="store_true", help="keep the router's per-request log")
     args = parser.parse_args()
 
-    from tests.serving.fixtures import write_adapter
+    from tests.support.serving import write_adapter
+    from tests.support.tiny import build_tiny_base
 
     with tempfile.TemporaryDirectory(prefix="bench-router-overhead-") as tmp:
         work = Path(tmp)
-        base = tiny_base(work)
+        base = build_tiny_base(work)
         adapter = write_adapter(base, work / "adapters" / VERSION, name=PUBLIC, seed=1, rank=RANK)
         spec = VllmSpec(
             max_loras=1,
@@ -505,16 +422,8 @@ def main() -> None:
             dtype="float32",
             gpu_memory_utilization=0.05,
         )
-        launch = build_args(
-            ServedModel(path=str(base), name=BASE),
-            spec,
-            cpu_profile(kvcache_space_gib=1, max_num_seqs=args.max_num_seqs),
-            port=free_port(),
-            host="127.0.0.1",
-            python=sys.executable,
-        )
-        print("vLLM:", " ".join(launch.argv[3:]), flush=True)
-        vllm = VllmProcess(launch, work / "vllm.log", start_timeout=START_TIMEOUT)
+        vllm = vllm_server(base, spec, work / "vllm.log", max_num_seqs=args.max_num_seqs, start_timeout=START_TIMEOUT)
+        print("vLLM:", " ".join(vllm.launch.argv[3:]), flush=True)
         router = router_service(args, work, vllm.url, adapter)
         litellm = None if args.no_litellm else litellm_service(args, work, vllm.url)
         services = [s for s in (router, litellm) if s is not None]

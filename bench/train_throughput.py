@@ -25,10 +25,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loraplane.api.result import TrainingResult
-from loraplane.serving import proctree
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `tests.support.bench`: the trainer as a child, the table
+
+from loraplane.api.result import TrainingResult  # noqa: E402
+from loraplane.serving import proctree  # noqa: E402
+from tests.support.bench import Column, run_trainer, table  # noqa: E402
+
 MAX_LENGTH = 1024
 BATCH = 12
 # The seed's batch of 12 sequences padded to 1024 needs more than 24 GiB on CPU (OOM-killed here), so it
@@ -67,13 +70,7 @@ def spec_for(examples: int, heldout: int, out_dir: Path, cache_dir: Path) -> dic
 
 def run_ours(spec_path: Path, out_dir: Path) -> float:
     """Our trainer as a user runs it; returns its non-padding tokens per second (from result.json)."""
-    proc = proctree.run(
-        [sys.executable, "-m", "loraplane.trainer", "--spec", str(spec_path)],
-        name="trainer",
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = run_trainer(spec_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         sys.exit(f"our trainer failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     result = TrainingResult.read(out_dir)
@@ -202,9 +199,8 @@ def main() -> None:
 
         ours_loss = answer_loss(resolved.path, work / "ours", held_rows)
         seed_loss = answer_loss(resolved.path, work / "seed", held_rows)
-        print(f"{'':6} {'tok/s':>8} {'held-out answer loss':>22}")
-        print(f"{'ours':6} {ours_tok_s:>8.1f} {ours_loss:>22.4f}")
-        print(f"{'seed':6} {seed_tok_s:>8.1f} {seed_loss:>22.4f}")
+        columns = [Column("", 6), Column("tok/s", 8, ".1f"), Column("held-out answer loss", 22, ".4f")]
+        print(table(columns, [("ours", ours_tok_s, ours_loss), ("seed", seed_tok_s, seed_loss)]))
         print(
             f"train_throughput speedup={ours_tok_s / seed_tok_s:.2f} ours_tok_s={ours_tok_s:.1f} "
             f"seed_tok_s={seed_tok_s:.1f} ours_eval_loss={ours_loss:.4f} seed_eval_loss={seed_loss:.4f}"

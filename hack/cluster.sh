@@ -312,7 +312,7 @@ start_apiserver() {
     --authorization-mode=Node,RBAC \
     --enable-admission-plugins=NodeRestriction \
     --allow-privileged=true \
-    --service-cluster-ip-range=10.0.0.0/24 \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
     --service-account-issuer=https://kubernetes.default.svc \
     --service-account-key-file="$PKI/service-account.pub" \
     --service-account-signing-key-file="$PKI/service-account.key" \
@@ -336,7 +336,7 @@ start_controller_manager() {
     --service-account-private-key-file="$PKI/service-account.key" \
     --root-ca-file="$PKI/ca.crt" \
     --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
-    --service-cluster-ip-range=10.0.0.0/24 \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
     --kube-api-qps=100 --kube-api-burst=200 \
     --profiling=false \
     --v=1

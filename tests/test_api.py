@@ -13,6 +13,7 @@ from loraplane.api import FineTuneJob, FineTuneJobSpec, ModelServer
 from loraplane.api.lora_rules import default_target_modules, known_model
 from loraplane.operator.finetunejob.validation import finetunejob_problems
 from loraplane.operator.modelserver.validation import modelserver_problems
+from tests.support.uris import SAFE_URIS, TRAVERSALS
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -142,3 +143,81 @@ def test_modelserver_cross_namespace_needs_allow() -> None:
     problems = modelserver_problems(spec)
     assert [p.field for p in problems] == ["spec.adapters[0].source.namespace"]
     assert modelserver_problems({**spec, "allowedNamespaces": ["other"]}) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Path traversal: every URI field refuses it at admission, naming the field (the CRD side is in test_crds.py;
+# the URIs: tests/support/uris.py)
+
+
+def _set(doc: dict[str, Any], path: str, value: str) -> dict[str, Any]:
+    node: Any = doc
+    *parents, leaf = path.replace("[0]", ".0").split(".")
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
+    node[leaf] = value
+    return doc
+
+
+def _ms_spec() -> dict[str, Any]:
+    return {
+        "baseModel": {"uri": "hf://Qwen/Qwen2.5-7B-Instruct"},
+        "adapters": [
+            {
+                "name": "medical",
+                "source": {"uri": "pvc://store/team-a/v1"},
+                "canary": {"source": {"uri": "pvc://store/team-a/v2"}, "weight": 10},
+            }
+        ],
+    }
+
+
+URI_FIELDS = [
+    ("FineTuneJob", "baseModel.uri"),
+    ("FineTuneJob", "dataset.uri"),
+    ("FineTuneJob", "evaluation.heldOutUri"),
+    ("ModelServer", "baseModel.uri"),
+    ("ModelServer", "adapters[0].source.uri"),
+    ("ModelServer", "adapters[0].canary.source.uri"),
+]
+
+
+def _problems(kind: str, field: str, uri: str) -> list[Any]:
+    if kind == "FineTuneJob":
+        return finetunejob_problems(_set(base_spec(), field, uri))
+    return modelserver_problems(_set(_ms_spec(), field, uri))
+
+
+@pytest.mark.parametrize(("kind", "field"), URI_FIELDS)
+@pytest.mark.parametrize("uri", TRAVERSALS)
+def test_uri_fields_refuse_path_traversal_naming_the_field(kind: str, field: str, uri: str) -> None:
+    """The model the CRD is generated from (and so local mode and the operator) refuses it, naming the field."""
+    problems = _problems(kind, field, uri)
+    assert [p.field for p in problems] == [f"spec.{field}"], problems
+    assert str(problems[0]).startswith(f"spec.{field}: String should match pattern")
+
+
+@pytest.mark.parametrize(("kind", "field"), URI_FIELDS)
+@pytest.mark.parametrize("uri", SAFE_URIS)
+def test_uri_fields_still_admit_safe_paths(kind: str, field: str, uri: str) -> None:
+    assert _problems(kind, field, uri) == []
+
+
+@pytest.mark.parametrize(
+    ("field", "uri"),
+    [
+        ("dataset.uri", "hf://org/ds@main/../../x.jsonl"),
+        ("dataset.uri", "hf://org/ds/data/./train.jsonl"),
+        ("dataset.uri", "configmap://data/.."),
+        ("dataset.uri", "configmap://data/."),
+        ("evaluation.heldOutUri", "modelscope://org/ds/../x.jsonl"),
+    ],
+)
+def test_dataset_only_uri_forms_refuse_traversal(field: str, uri: str) -> None:
+    problems = finetunejob_problems(_set(base_spec(), field, uri))
+    assert [p.field for p in problems] == [f"spec.{field}"], problems
+
+
+def test_dataset_only_uri_forms_still_admit_files() -> None:
+    for uri in ("hf://org/ds@main/data/train.jsonl", "configmap://data/.train.jsonl", "configmap://data/a..b"):
+        assert finetunejob_problems(base_spec(dataset={"uri": uri})) == [], uri

@@ -18,8 +18,6 @@ from typing import Any, Protocol, TypeVar
 
 import pytest
 
-pytestmark = pytest.mark.cluster
-
 CPU_NODE = "kwok-cpu-0"
 GPU_NODES = ("kwok-gpu-0", "kwok-gpu-1")
 TIMEOUT = 60.0

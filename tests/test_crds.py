@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
+from loraplane.api.common import MODEL_URI_PATTERN
 from loraplane.api.crdgen import render_all, render_crds
+from loraplane.api.finetunejob import DATASET_URI_PATTERN
+from loraplane.api.modelserver import ADAPTER_URI_PATTERN
+from tests.support.uris import SAFE_URIS, TRAVERSALS
 
 CRDS = Path(__file__).resolve().parent.parent / "manifests" / "crds"
 
@@ -55,3 +61,52 @@ def test_identity_fields_are_immutable() -> None:
         rules = [r["rule"] for r in spec[field]["x-kubernetes-validations"]]
         assert "self == oldSelf" in rules, field
     assert "x-kubernetes-validations" not in spec["suspend"]
+
+
+def _uri_fields() -> list[tuple[str, str, dict[str, Any]]]:
+    """(kind, path, schema) of every spec field whose name says it holds a URI."""
+    out = []
+    for text in render_crds().values():
+        crd = yaml.safe_load(text)
+        spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        for path, node in _walk(spec, "spec"):
+            if path.rsplit(".", 1)[-1].lower().endswith("uri"):
+                out.append((crd["spec"]["names"]["kind"], path, node))
+    return out
+
+
+def _api_server_matches(pattern: str, value: str) -> bool:
+    """How the API server (Go regexp, unanchored search, `$` only at the very end) applies `pattern`."""
+    return re.search(pattern.replace("$", r"\Z"), value) is not None
+
+
+# Every spec field holding a URI, and the model pattern that checks it in local mode.
+URI_PATTERNS = {
+    ("FineTuneJob", "spec.baseModel.uri"): MODEL_URI_PATTERN,
+    ("FineTuneJob", "spec.dataset.uri"): DATASET_URI_PATTERN,
+    ("FineTuneJob", "spec.evaluation.heldOutUri"): DATASET_URI_PATTERN,
+    ("ModelServer", "spec.baseModel.uri"): MODEL_URI_PATTERN,
+    ("ModelServer", "spec.adapters[].source.uri"): ADAPTER_URI_PATTERN,
+    ("ModelServer", "spec.adapters[].canary.source.uri"): ADAPTER_URI_PATTERN,
+}
+
+
+def test_every_uri_field_has_the_models_pattern() -> None:
+    """Local mode validates with the models, the API server with the CRDs: same pattern, same verdict."""
+    fields = _uri_fields()
+    assert {(kind, path) for kind, path, _ in fields} == set(URI_PATTERNS)
+    for kind, path, node in fields:
+        assert node["type"] == "string" and "maxLength" in node, f"{kind} {path}"
+        assert node.get("pattern") == URI_PATTERNS[kind, path], f"{kind} {path}"
+
+
+@pytest.mark.parametrize("uri", TRAVERSALS)
+def test_crd_schema_refuses_path_traversal_in_every_uri_field(uri: str) -> None:
+    for kind, path, node in _uri_fields():
+        assert not _api_server_matches(node["pattern"], uri), f"{kind} {path} admits {uri!r}"
+
+
+@pytest.mark.parametrize("uri", SAFE_URIS)
+def test_crd_schema_admits_safe_uris(uri: str) -> None:
+    for kind, path, node in _uri_fields():
+        assert _api_server_matches(node["pattern"], uri), f"{kind} {path} refuses {uri!r}"

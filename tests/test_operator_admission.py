@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.kube_harness import Cluster, OperatorProcess, poll
+from tests.support.kube import Cluster, OperatorProcess, poll
 
-pytestmark = pytest.mark.cluster
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -100,6 +99,9 @@ API_REJECTS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("short-seq", _set("spec.training.maxSeqLength", 4), "spec.training.maxSeqLength"),
     ("unknown-optimizer", _set("spec.training.optimizer", "adam"), "spec.training.optimizer"),
     ("unknown-scheme", _set("spec.baseModel.uri", "s3://models/qwen"), "spec.baseModel.uri"),
+    ("dataset-traversal", _set("spec.dataset.uri", "pvc://data/../../etc/passwd"), "spec.dataset.uri"),
+    ("base-model-traversal", _set("spec.baseModel.uri", "file:///models/../etc"), "spec.baseModel.uri"),
+    ("held-out-traversal", _set("spec.evaluation.heldOutUri", "pvc://data/./x/../../y"), "spec.evaluation.heldOutUri"),
     ("missing-base-model", _set("spec.baseModel", _DELETE), "spec.baseModel"),
     ("unknown-field", _set("spec.lora.rank", 8), 'unknown field "spec.lora.rank"'),
     (

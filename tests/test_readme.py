@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from pydantic_settings import BaseSettings
 
-from tests.kube_harness import REPO, Cluster, OperatorProcess
+from tests.support.kube import REPO, Cluster, OperatorProcess
 
 README = REPO / "README.md"
 DOCS = REPO / "docs"
@@ -110,8 +110,15 @@ def anchors(page: Path) -> set[str]:
 
 @functools.cache
 def tracked_sources() -> str:
-    """Every tracked file that is not documentation, concatenated (where names must come from)."""
-    names = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    """Every file of the clone that is not documentation (tracked, or new and not ignored), concatenated (where names
+    must come from)."""
+    names = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     parts = []
     for name in names.splitlines():
         path = REPO / name
@@ -381,7 +388,6 @@ def test_every_benchmark_is_in_the_benchmarks_page() -> None:
 # ---------------------------------------------------------------------------------------------- runnable
 
 
-@pytest.mark.cluster
 def test_runnable_shell_blocks_run_as_written(operator: OperatorProcess, installed: Cluster, tmp_path: Path) -> None:
     """Each ```sh block of the README and docs/ runs in bash -e from the repository root, with kubectl
     pointing at the test cluster."""

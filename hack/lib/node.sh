@@ -14,6 +14,7 @@ NODE_DIR="$DIR/node"
 NODE_HOST_STATE="$NODE_DIR/host"
 NODE_NAME="${LORAPLANE_NODE_NAME:-loraplane-node-0}"
 NODE_BRIDGE="${LORAPLANE_NODE_BRIDGE:-lpbr0}"
+SERVICE_CIDR=10.0.0.0/24   # the apiserver's --service-cluster-ip-range and the controller manager's (hack/cluster.sh)
 NODE_SUBNET="${LORAPLANE_NODE_SUBNET:-10.245.0.0/24}"   # a /24 of its own: bridge .1, pods .2-.254
 NODE_IP="${NODE_SUBNET%.*}.1"
 DNS_IP=10.0.0.10
@@ -79,6 +80,11 @@ node_network_up() {
   fi
   [[ "$(ip -o -4 addr show dev "$NODE_BRIDGE")" == *" $NODE_IP/"* ]] || ip addr add "$NODE_IP/${NODE_SUBNET#*/}" dev "$NODE_BRIDGE"
   ip link set "$NODE_BRIDGE" up
+  # This host reaches ClusterIPs (a client on the node, as on any node) through the bridge with the
+  # node's address as source: kube-proxy's OUTPUT rules DNAT to a pod behind the bridge, and the default
+  # route (the outside interface, whose address the pod could not answer) is never consulted. The route
+  # goes away with the bridge.
+  ip route replace "$SERVICE_CIDR" dev "$NODE_BRIDGE" src "$NODE_IP"
   # Service IPs are DNAT'ed by kube-proxy; bridged pod-to-pod traffic must pass iptables for that,
   # and a pod reaching another pod through a Service IP is routed (forwarded) back onto the bridge.
   sysctl_set net.bridge.bridge-nf-call-iptables 1

@@ -7,72 +7,53 @@ import json
 import os
 import signal
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from loraplane.api.exit_codes import ExitCode
-from tests.kube_harness import free_port, poll
+from tests.support.kube import free_port, poll
+from tests.support.local_mode import CLI, LoraplaneCli, finetunejob, write_yaml
 
-CLI = [sys.executable, "-m", "loraplane.cli"]
-
-
-def finetunejob(name: str, model: Path, data: Path, **training: Any) -> dict[str, Any]:
-    """A FineTuneJob for the tiny model, as a user would write it."""
-    return {
-        "apiVersion": "loraplane.io/v1alpha1",
-        "kind": "FineTuneJob",
-        "metadata": {"name": name},
-        "spec": {
-            "baseModel": {"uri": f"file://{model}"},
-            "dataset": {"uri": f"file://{data}", "validationSplit": 0.1},
-            "lora": {"r": 8, "alpha": 16, "targetModules": ["q_proj", "v_proj"]},
-            "training": {"epochs": 1, "batchSize": 8, "learningRate": 0.003, "maxSeqLength": 128, **training},
-            "evaluation": {"maxSamples": 6, "metric": "Contains"},
-        },
-    }
+Demo = Callable[[Path, Path], tuple[subprocess.CompletedProcess[str], int]]
 
 
-def write_yaml(path: Path, doc: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump(doc))
-    return path
+@pytest.fixture
+def loraplane_demo(loraplane_cli: LoraplaneCli) -> Demo:
+    """`loraplane demo --examples DIR` to the end, on a free port: it trains each job, then serves the adapters with
+    vLLM behind the router. Returns the finished process and the port."""
+
+    def demo(store: Path, examples: Path) -> tuple[subprocess.CompletedProcess[str], int]:
+        port = free_port()
+        return loraplane_cli(store, "demo", "--examples", str(examples), "--port", str(port), timeout=900), port
+
+    return demo
 
 
-def loraplane(
-    store: Path, *args: str, timeout: float = 600, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, "--store", str(store), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "COLUMNS": "200", **(env or {})},
-        check=False,
-    )
-
-
-def test_invalid_finetunejob_is_refused_naming_the_field(tmp_path: Path, tiny_model: Path, toy_data: Path) -> None:
+def test_invalid_finetunejob_is_refused_naming_the_field(
+    tmp_path: Path, tiny_model: Path, toy_data: Path, loraplane_cli: LoraplaneCli
+) -> None:
     doc = finetunejob("bad", tiny_model, toy_data)
     doc["spec"]["lora"]["r"] = 0
     doc["spec"]["training"]["precision"] = "bf16"
-    proc = loraplane(tmp_path / "store", "run", str(write_yaml(tmp_path / "bad.yaml", doc)))
+    proc = loraplane_cli(tmp_path / "store", "run", str(write_yaml(tmp_path / "bad.yaml", doc)))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "FineTuneJob 'bad' is invalid" in proc.stdout
     assert "spec.lora.r" in proc.stdout and "greater than or equal to 1" in proc.stdout
     assert not (tmp_path / "store" / "bad").exists(), "nothing is trained or written for an invalid spec"
 
     wrong_kind = {**doc, "apiVersion": "loraplane.io/v1"}
-    proc = loraplane(tmp_path / "store", "run", str(write_yaml(tmp_path / "kind.yaml", wrong_kind)))
+    proc = loraplane_cli(tmp_path / "store", "run", str(write_yaml(tmp_path / "kind.yaml", wrong_kind)))
     assert proc.returncode == 2 and "apiVersion: expected loraplane.io/v1alpha1" in proc.stdout
 
 
-def test_base_model_that_cannot_be_fetched_fails_clearly(tmp_path: Path, toy_data: Path) -> None:
+def test_base_model_that_cannot_be_fetched_fails_clearly(
+    tmp_path: Path, toy_data: Path, loraplane_cli: LoraplaneCli
+) -> None:
     doc = finetunejob("qwen", Path("/unused"), toy_data)
     doc["spec"]["baseModel"]["uri"] = "hf://Qwen/Qwen2.5-7B-Instruct@main"
-    proc = loraplane(
+    proc = loraplane_cli(
         tmp_path / "store", "run", str(write_yaml(tmp_path / "qwen.yaml", doc)), env={"HF_HUB_OFFLINE": "1"}
     )
     assert proc.returncode in (ExitCode.MODEL_NOT_FOUND, ExitCode.NETWORK_UNAVAILABLE), proc.stdout + proc.stderr
@@ -80,7 +61,9 @@ def test_base_model_that_cannot_be_fetched_fails_clearly(tmp_path: Path, toy_dat
     assert not (tmp_path / "store" / "qwen" / "result.json").exists()
 
 
-def test_ctrl_c_checkpoints_and_the_same_run_resumes(tmp_path: Path, tiny_model: Path, toy_data: Path) -> None:
+def test_ctrl_c_checkpoints_and_the_same_run_resumes(
+    tmp_path: Path, tiny_model: Path, toy_data: Path, loraplane_cli: LoraplaneCli
+) -> None:
     store = tmp_path / "store"
     job = write_yaml(tmp_path / "toy.yaml", finetunejob("toy", tiny_model, toy_data, epochs=6, checkpointSteps=2))
     first = subprocess.Popen(
@@ -101,7 +84,7 @@ def test_ctrl_c_checkpoints_and_the_same_run_resumes(tmp_path: Path, tiny_model:
     assert "run the same command again to resume" in out
     stopped_at = max(int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*"))
 
-    second = loraplane(store, "run", str(job))
+    second = loraplane_cli(store, "run", str(job))
     assert second.returncode == 0, second.stdout + second.stderr
     assert "resuming from its checkpoint" in second.stdout
     log = (store / ".runs" / "toy" / "train.log").read_text()
@@ -110,14 +93,16 @@ def test_ctrl_c_checkpoints_and_the_same_run_resumes(tmp_path: Path, tiny_model:
     assert result["metrics"]["global_step"] == 6 * 14  # 108 train rows / batch 8 = 14 steps per epoch
     assert "held-out evaluation" in second.stdout.lower()
 
-    third = loraplane(store, "run", str(job))
+    third = loraplane_cli(store, "run", str(job))
     assert third.returncode == 0 and "up to date" in third.stdout, third.stdout
-    listing = loraplane(store, "list")
+    listing = loraplane_cli(store, "list")
     assert "toy" in listing.stdout and "ready" in listing.stdout and result["adapter"]["sha256"][:12] in listing.stdout
 
 
 @pytest.mark.slow
-def test_demo_trains_compares_serves_and_answers(tmp_path: Path, tiny_model: Path, toy_data: Path) -> None:
+def test_demo_trains_compares_serves_and_answers(
+    tmp_path: Path, tiny_model: Path, toy_data: Path, loraplane_demo: Demo
+) -> None:
     """`loraplane demo` over two FineTuneJobs: table, PNG, then each adapter and the base answer through the router."""
     examples = tmp_path / "examples"
     examples.mkdir()
@@ -134,8 +119,7 @@ def test_demo_trains_compares_serves_and_answers(tmp_path: Path, tiny_model: Pat
     write_yaml(examples / "alpha.yaml", finetunejob("alpha", tiny_model, toy_data, epochs=3))
     write_yaml(examples / "beta.yaml", finetunejob("beta", tiny_model, other, epochs=3))
     store = tmp_path / "store"
-    port = free_port()
-    proc = loraplane(store, "demo", "--examples", str(examples), "--port", str(port), timeout=900)
+    proc, port = loraplane_demo(store, examples)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-6000:]
     out = proc.stdout
     assert "Held-out evaluation: base model vs adapter" in out

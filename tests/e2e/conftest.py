@@ -7,13 +7,12 @@ missing. LORAPLANE_REAL_NODE_KUBECONFIG points the tests at a real-node cluster 
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.pods import IMAGES, REGISTRY, SYSTEM_NS, registry_has
-from tests.kube_harness import REPO, Cluster, poll, start_cluster
+from tests.support.kube import Cluster, start_cluster
+from tests.support.real_node import IMAGES, REGISTRY, install_local_overlay, registry_has, restricted_namespace
 
 
 @pytest.fixture(scope="session")
@@ -42,34 +41,14 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture(scope="session")
 def loraplane(real_cluster: Cluster, local_images: str) -> Cluster:
-    """`kubectl apply -k manifests/overlays/local` as a user would, and the operator and router pods Ready.
-
-    The router's admin key is the one Secret a user creates by hand (router-admin-secret.example.yaml).
-    """
-    c = real_cluster
-    c.kubectl("create", "namespace", SYSTEM_NS, check=False)
-    c.kubectl(
-        "create", "secret", "generic", "loraplane-router-admin", "-n", SYSTEM_NS,
-        f"--from-literal=key={secrets.token_urlsafe(24)}", check=False,
-    )  # fmt: skip
-    # The CRDs first (the custom resources of the same apply need them established), then the rest.
-    c.kubectl("apply", "-k", str(REPO / "manifests/crds"))
-    c.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-    c.kubectl("apply", "-k", str(REPO / "manifests/overlays/local"))
-    for name in ("loraplane-operator", "loraplane-router"):
-        c.kubectl("rollout", "status", f"deployment/{name}", "-n", SYSTEM_NS, "--timeout=600s")
-    return c
+    """Loraplane installed with manifests/overlays/local; the operator and router pods Ready."""
+    install_local_overlay(real_cluster)
+    return real_cluster
 
 
 @pytest.fixture(scope="module")
 def user_namespace(real_cluster: Cluster) -> Iterator[str]:
     """A namespace for the user's objects that enforces Pod Security `restricted`."""
-    name = f"team-{secrets.token_hex(3)}"
-    real_cluster.kubectl("create", "namespace", name)
-    real_cluster.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
-    poll(
-        f"ServiceAccount default in {name}",
-        lambda: real_cluster.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
-    )
+    name = restricted_namespace(real_cluster, "team")
     yield name
     real_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

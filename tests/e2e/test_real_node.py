@@ -20,8 +20,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.pods import NODE, REGISTRY, TAG, wait_pods_ready
-from tests.kube_harness import Cluster, poll
+from tests.support.kube import Cluster, poll
+from tests.support.real_node import NODE, REGISTRY, TAG, wait_pods_ready
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

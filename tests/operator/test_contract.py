@@ -21,11 +21,10 @@ import pytest
 import yaml
 
 from loraplane.api.artifact import verify
-from tests.kube_harness import OperatorProcess
-from tests.operator.conftest import Kube, condition, ftj
-from tests.trainer.tiny import build_tiny_llama, build_tokenizer
+from tests.support.kube import Kube, OperatorProcess, condition, ftj
+from tests.support.tiny import build_tiny_llama, build_tokenizer
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 def _map(value: Any, root: Path) -> Any:

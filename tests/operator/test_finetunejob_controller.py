@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import json
+import math
+import shutil
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.kube_harness import Cluster, OperatorProcess, poll
-from tests.operator.conftest import Kube, assert_applied_child_of, condition, ftj, no_room_for
-
-pytestmark = pytest.mark.cluster
+from tests.support.kube import (
+    Cluster,
+    Kube,
+    OperatorProcess,
+    assert_applied_child_of,
+    condition,
+    ftj,
+    no_room_for,
+    poll,
+    store_host_dir,
+)
 
 SUMMARY = {
     "ok": True,
@@ -197,18 +209,40 @@ def test_operator_killed_and_restarted_makes_no_duplicate_job(
     assert len(running) == 1
 
 
+def metric(text: str, name: str, **labels: str) -> float:
+    """The samples `name` of a /metrics page with these labels (others any: summed); 0 when none is exposed.
+
+    Sample values, not names: a metric's HELP and TYPE lines name it even when nothing was counted."""
+    return math.fsum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
 def test_metrics_endpoint(kube: Kube, operator: OperatorProcess) -> None:
     kube.c.apply(ftj("metered"), "-n", kube.ns)
     kube.wait_ftj("metered", lambda o: o["status"].get("phase") == "Downloading", "Downloading")
 
-    def scrape() -> str | None:
+    def scrape() -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
-        return text if 'loraplane_finetunejobs{phase="Downloading"}' in text else None
+            return str(resp.read().decode())
 
-    text = poll("metrics", scrape)
-    assert "loraplane_reconcile_duration_seconds_count" in text
-    assert "loraplane_reconcile_errors_total" in text
+    def downloading() -> str | None:
+        text = scrape()
+        return text if metric(text, "loraplane_finetunejobs", phase="Downloading") >= 1 else None
+
+    text = poll("metrics: a FineTuneJob Downloading", downloading)
+    assert metric(text, "loraplane_reconcile_duration_seconds_count") > 0
+    errors = metric(text, "loraplane_reconcile_errors_total", kind="FineTuneJob")
+    # A write the API server refuses (a quota that allows no Job) fails the round: the counter goes up.
+    kube.c.apply(no_room_for("count/jobs.batch"), "-n", kube.ns)
+    kube.c.apply(ftj("refused"), "-n", kube.ns)
+    poll(
+        "the failed reconcile counted in loraplane_reconcile_errors_total",
+        lambda: metric(scrape(), "loraplane_reconcile_errors_total", kind="FineTuneJob") > errors,
+    )
 
 
 def test_deletion_keeps_the_adapter_by_default(kube: Kube, operator: OperatorProcess) -> None:
@@ -227,15 +261,34 @@ def test_deletion_keeps_the_adapter_by_default(kube: Kube, operator: OperatorPro
 
 
 def test_deletion_with_retention_delete_removes_the_adapter_directory(kube: Kube, operator: OperatorProcess) -> None:
-    kube.c.apply(ftj("gone", retentionPolicy="Delete"), "-n", kube.ns)
-    kube.running_pod("gone")
-    poll("the finalizer", lambda: kube.get("ftj", "gone")["metadata"].get("finalizers"))
-    kube.c.kubectl("delete", "ftj", "gone", "-n", kube.ns, "--wait=false")
-    cleanup = poll("the cleanup Job", lambda: kube.maybe("job", "gone-cleanup"))
-    (container,) = cleanup["spec"]["template"]["spec"]["containers"]
-    assert f"/mnt/pvc/store/{kube.ns}/gone" in container["command"][-1]
-    # KWOK completes the cleanup pod (exit 0); then the finalizer goes and the object with it.
-    poll("the FineTuneJob deleted", lambda: kube.maybe("ftj", "gone") is None, timeout=120)
+    """The cleanup Job's command, run as the kubelet would run it, removes the adapter's directory and only that."""
+    store = store_host_dir(kube.ns)  # the `store` claim's volume on this host (a hostPath: the kube fixture)
+    adapter, neighbour = store / kube.ns / "gone", store / kube.ns / "other"
+    for directory in (adapter, neighbour):
+        directory.mkdir(parents=True)
+        (directory / "adapter_model.safetensors").write_bytes(b"weights")
+    try:
+        kube.c.apply(ftj("gone", retentionPolicy="Delete"), "-n", kube.ns)
+        kube.running_pod("gone")
+        poll("the finalizer", lambda: kube.get("ftj", "gone")["metadata"].get("finalizers"))
+        kube.c.kubectl("delete", "ftj", "gone", "-n", kube.ns, "--wait=false")
+        cleanup = poll("the cleanup Job", lambda: kube.maybe("job", "gone-cleanup"))
+        pod = cleanup["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert f"/mnt/pvc/store/{kube.ns}/gone" in container["command"][-1]
+        (volume,) = pod["volumes"]
+        (mount,) = container["volumeMounts"]
+        assert volume["persistentVolumeClaim"]["claimName"] == "store" and mount["name"] == volume["name"]
+        # KWOK runs no container: run its command here, with the volume where the pod mounts it.
+        command = [arg.replace(mount["mountPath"], str(store)) for arg in container["command"]]
+        assert command[0] == "python", command
+        subprocess.run([sys.executable, *command[1:]], check=True, timeout=60)
+        assert not adapter.exists(), f"the cleanup command left {adapter}"
+        assert (neighbour / "adapter_model.safetensors").exists(), "the cleanup removed more than the adapter"
+        # KWOK completes the cleanup pod (exit 0); then the finalizer goes and the object with it.
+        poll("the FineTuneJob deleted", lambda: kube.maybe("ftj", "gone") is None, timeout=120)
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
 
 
 def test_a_second_replica_stands_by(kube: Kube, operator: OperatorProcess, tmp_path: Path) -> None:

@@ -13,21 +13,26 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.kube_harness import Cluster, OperatorProcess, add_store, poll
-from tests.operator.conftest import Kube, assert_applied_child_of, no_room_for
-from tests.operator.ms_helpers import (
+from tests.support.kube import (
+    Cluster,
+    Kube,
+    OperatorProcess,
+    add_store,
+    assert_applied_child_of,
+    new_namespace,
+    no_room_for,
+    poll,
+)
+from tests.support.ms_helpers import (
     Ms,
     StubRouter,
     condition,
     modelserver,
-    new_namespace,
     pinned,
     selector,
     swapped_operator,
     versions,
 )
-
-pytestmark = pytest.mark.cluster
 
 SHA = {name: (digit * 64) for name, digit in zip(("v1", "v2", "v3", "b1"), "1234", strict=True)}
 MEDICAL = {"loraplane.io/adapter": "medical"}

@@ -26,9 +26,8 @@ from typing import Any
 import pytest
 
 from loraplane.serving.vllm_process import VllmProcess
-from tests.kube_harness import OperatorProcess, poll
-from tests.operator.conftest import Kube
-from tests.operator.ms_helpers import (
+from tests.support.kube import Kube, OperatorProcess, poll
+from tests.support.ms_helpers import (
     Ms,
     RouterProcess,
     adapter_sha256,
@@ -41,9 +40,9 @@ from tests.operator.ms_helpers import (
     selector,
     swapped_operator,
 )
-from tests.serving.fixtures import MakeAdapter
+from tests.support.serving import MakeAdapter
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 MEDICAL = {"loraplane.io/adapter": "medical"}
 SEEDS = itertools.count(100)  # every adapter of the module distinct (distinct weights, distinct sha256)

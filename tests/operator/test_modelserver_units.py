@@ -38,7 +38,8 @@ from loraplane.operator.pods import restricted_container_security, restricted_po
 from loraplane.operator.router_client import RouterClient, RouterRejected, RouterUnavailable
 from loraplane.operator.settings import OperatorSettings
 from loraplane.serving.vllm_args import HEALTH_PATH
-from tests.operator.ms_helpers import StubRouter
+from tests.serving.fixtures import ServeRouter
+from tests.support.ms_helpers import StubRouter
 
 SETTINGS = OperatorSettings(priority=1, trainer_image="trainer:test")
 OWNER = Owner(kind="ModelServer", name="qwen", namespace="team-a", uid="u-9")
@@ -727,8 +728,8 @@ def test_summary_shows_canaries() -> None:
 # ----------------------------------------------------------------------------------------------------- router client
 
 
-def test_router_client_against_the_admin_contract() -> None:
-    with StubRouter() as stub:
+def test_router_client_against_the_admin_contract(stub_router: type[StubRouter]) -> None:
+    with stub_router() as stub:
         client = RouterClient(stub.url, stub.admin_key, timeout=5)
         assert client.get("ns.a") is None
         route = desired_route("qwen", R, [plan("v1")], "/mnt/adapters")
@@ -751,11 +752,11 @@ def test_router_client_against_the_admin_contract() -> None:
         RouterClient(stub.url, stub.admin_key, timeout=2).get("ns.a")  # nothing listens any more
 
 
-def test_router_client_against_the_real_router() -> None:
+def test_router_client_against_the_real_router(serve_router: ServeRouter) -> None:
     """Contract with loraplane.serving.router: what the client sends is accepted, what it reads back parses."""
-    from tests.serving.router_helpers import ADMIN_KEY, running_router
+    from tests.serving.router_helpers import ADMIN_KEY
 
-    with running_router() as router:
+    with serve_router() as router:
         client = RouterClient(router.url, ADMIN_KEY, timeout=10)
         staged = next_step(
             desired_route("team-a.qwen", R, [plan("v2")], "/mnt/adapters"),
@@ -775,3 +776,100 @@ def test_router_client_against_the_real_router() -> None:
         assert forbidden.value.status in (401, 403)
         assert client.delete("team-a.qwen") is True and client.get("team-a.qwen") is None
         assert client.delete("team-a.qwen") is False
+
+
+# ------------------------------------------------------------------------------------ compatibility before load
+
+SERVED_BASE = "hf://Qwen/Qwen2.5-7B-Instruct@abc"  # spec()'s base model; spec()'s maxLoraRank is 16
+
+
+def trained(name: str, base: str = SERVED_BASE, rank: int = 8, **over: Any) -> JobInfo:
+    """A run that succeeded and passed its gate, trained on `base` with LoRA rank `rank`."""
+    from dataclasses import replace
+
+    return replace(job(name, **over), base_model=base, lora_rank=rank)
+
+
+def pinned_to(name: str, canary: str | None = None) -> ModelServerSpec:
+    adapter: dict[str, Any] = {"name": "medical", "source": {"fineTuneJob": name}}
+    if canary:
+        adapter["canary"] = {"source": {"fineTuneJob": canary}, "weight": 20}
+    return spec(adapters=[adapter])
+
+
+PREVIOUS_V2 = [ResolvedAdapter(name="medical", fine_tune_job="v2", uri="pvc://store/team-a/v2", sha256=SHA["v2"])]
+
+
+def test_a_wrong_base_adapter_of_the_same_shape_is_refused_and_the_previous_version_keeps_serving() -> None:
+    """Qwen2.5-7B (base) and Qwen2.5-7B-Instruct share every shape: vLLM would load it silently."""
+    s = pinned_to("v3")
+    jobs = [trained("v2"), trained("v3", base="hf://Qwen/Qwen2.5-7B@abc")]
+    (plan,) = resolve_all(s, namespace="team-a", jobs=jobs, previous=PREVIOUS_V2)
+    assert [(i.severity, i.reason) for i in plan.issues] == [("Degraded", SourceReason.INCOMPATIBLE)]
+    message = plan.issues[0].message
+    assert message.startswith("spec.adapters[0].source.fineTuneJob: the adapter of FineTuneJob v3 is not loaded")
+    assert "hf://Qwen/Qwen2.5-7B@abc differs from spec.baseModel.uri hf://Qwen/Qwen2.5-7B-Instruct@abc" in message
+    assert plan.stable == Version("pvc://store/team-a/v2", SHA["v2"], "v2") and plan.fallback
+    route = desired_route("team-a.qwen", R, [plan], "/mnt/adapters")
+    assert [v.name for m in route.adapters for v in m.versions] == [V["v2"]], "v3 never reaches the router"
+    status = modelserver_status(ModelServerStatus(), snapshot(spec=s, plans=[plan]), T0)
+    assert conds(status)["Degraded"][:2] == ("True", SourceReason.INCOMPATIBLE)
+    degraded = get_condition(status.conditions, "Degraded")
+    assert degraded is not None and "spec.baseModel.uri" in degraded.message
+    assert status.adapters[0].version == V["v2"] and "still serving the previous version" in status.adapters[0].message
+    # the same repository at another pinned revision is another base model too
+    (plan,) = resolve_all(s, namespace="team-a", jobs=[trained("v3", base="hf://Qwen/Qwen2.5-7B-Instruct@def")])
+    assert plan.stable is None and plan.issues[0].reason == SourceReason.INCOMPATIBLE
+
+
+def test_an_adapter_above_max_lora_rank_is_refused_naming_both_values() -> None:
+    (plan,) = resolve_all(pinned_to("v3"), namespace="team-a", jobs=[trained("v3", rank=32)], previous=PREVIOUS_V2)
+    assert [i.reason for i in plan.issues] == [SourceReason.INCOMPATIBLE]
+    assert "its LoRA rank 32 (spec.lora.r) exceeds spec.vllm.maxLoraRank 16" in plan.issues[0].message
+    assert plan.stable is not None and plan.stable.fine_tune_job == "v2" and plan.fallback
+    # a selector does not pick the newest passing run when it does not fit: it reports it, nothing is promoted
+    jobs = [trained("v1", created=T0), trained("v3", created=T1, rank=32)]
+    (plan,) = resolve_all(spec(), namespace="team-a", jobs=jobs)
+    assert plan.stable is None and plan.issues[0].reason == SourceReason.INCOMPATIBLE
+    assert plan.issues[0].message.startswith("spec.adapters[0].source: the adapter of FineTuneJob v3")
+    # a canary that does not fit is dropped; the stable version takes all the traffic
+    (plan,) = resolve_all(pinned_to("v1", canary="v3"), namespace="team-a", jobs=jobs)
+    assert [(v.fine_tune_job, w) for v, w in plan.versions] == [("v1", 100)]
+    assert plan.issues[0].message.startswith("spec.adapters[0].canary.source.fineTuneJob:")
+
+
+@pytest.mark.parametrize(
+    ("base", "rank"),
+    [
+        (SERVED_BASE, 16),  # the server's own base model, rank == maxLoraRank
+        ("hf://Qwen/Qwen2.5-7B-Instruct", 8),  # trained unpinned: any revision of that repository fits
+        ("", 8),  # nothing recorded (never the case for a real run): not checked
+    ],
+)
+def test_a_matching_adapter_is_served(base: str, rank: int) -> None:
+    (plan,) = resolve_all(pinned_to("v3"), namespace="team-a", jobs=[trained("v3", base=base, rank=rank)])
+    assert plan.issues == () and plan.stable == Version("pvc://store/team-a/v3", SHA["v3"], "v3")
+
+
+def test_after_a_base_model_change_the_previous_version_is_not_kept_either() -> None:
+    """spec.baseModel moved to another model: the adapters of the old one must not be routed to it."""
+    s = spec(baseModel={"uri": "hf://meta-llama/Llama-3.1-8B-Instruct"}, adapters=pinned_to("v3").to_k8s()["adapters"])
+    jobs = [trained("v2"), trained("v3", state="Training")]
+    (plan,) = resolve_all(s, namespace="team-a", jobs=jobs, previous=PREVIOUS_V2)
+    assert plan.stable is None and not plan.versions
+    assert [i.reason for i in plan.issues] == [SourceReason.RUNNING, SourceReason.INCOMPATIBLE]
+    assert "previously served FineTuneJob v2 is not kept" in plan.issues[1].message
+    assert "hf://meta-llama/Llama-3.1-8B-Instruct" in plan.issues[1].message
+
+
+def test_job_info_reads_the_base_model_and_rank_the_run_trained_with() -> None:
+    obj: dict[str, Any] = {
+        "metadata": {"namespace": "team-a", "name": "v2"},
+        "spec": {"baseModel": {"uri": "hf://Qwen/Qwen2.5-7B-Instruct@abc"}, "lora": {"r": 32}},
+        "status": {"adapter": {"uri": "pvc://store/team-a/v2", "sha256": SHA["v2"]}},
+    }
+    info = JobInfo.from_object(obj)
+    assert (info.base_model, info.lora_rank) == ("hf://Qwen/Qwen2.5-7B-Instruct@abc", 32)
+    obj["status"]["adapter"].update(baseModel="hf://Qwen/Qwen2.5-7B", baseModelRevision="v1")  # what the run recorded
+    del obj["spec"]["lora"]
+    assert (JobInfo.from_object(obj).base_model, JobInfo.from_object(obj).lora_rank) == ("hf://Qwen/Qwen2.5-7B@v1", 8)

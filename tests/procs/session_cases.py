@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.operator.ms_helpers import RouterProcess
+from tests.support.ms_helpers import RouterProcess
 
 CASE_ENV = "LORAPLANE_SESSION_CASE"
 

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from loraplane.serving import proctree
-from tests.kube_harness import REPO, poll
 from tests.procs.plugin import command_line
+from tests.support.kube import REPO, poll
 
 
 def tree(pid: int) -> list[proctree.Proc]:

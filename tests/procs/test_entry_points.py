@@ -16,16 +16,17 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from loraplane.api.exit_codes import ExitCode
 from loraplane.serving import proctree
-from tests.cli.test_local_mode import CLI, finetunejob, loraplane, write_yaml
-from tests.kube_harness import REPO, free_port, poll
 from tests.procs.session_cases import CASE_ENV
 from tests.procs.support import assert_all_gone, describe, start, tree
+from tests.support.kube import REPO, free_port, poll
+from tests.support.local_mode import CLI, LoraplaneCli, finetunejob, write_yaml
 
 SIGKILL_GONE_S = proctree.GUARD_GRACE_S + 30  # the guard: SIGTERM, its grace, SIGKILL, the kernel's cleanup
 
@@ -52,13 +53,24 @@ def grandchildren(procs: list[proctree.Proc], root: int) -> list[proctree.Proc]:
 
 
 @pytest.fixture(scope="module")
-def trained_store(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, toy_data: Path) -> Path:
+def trained_store(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, toy_data: Path, loraplane_cli: LoraplaneCli
+) -> Path:
     """A store holding one adapter ("toy") trained by `loraplane run` on the tiny model."""
     store = tmp_path_factory.mktemp("store")
     job = write_yaml(store.parent / "toy.yaml", finetunejob("toy", tiny_model, toy_data))
-    proc = loraplane(store, "run", str(job))
+    proc = loraplane_cli(store, "run", str(job))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return store
+
+
+Serve = Callable[[Path, Path], tuple[subprocess.Popen[bytes], list[proctree.Proc]]]
+
+
+@pytest.fixture
+def loraplane_serve() -> Serve:
+    """`loraplane_serve(store, log)`: `loraplane serve` (vLLM behind the router) once it serves; it and its tree."""
+    return start_serve
 
 
 def start_serve(store: Path, log: Path) -> tuple[subprocess.Popen[bytes], list[proctree.Proc]]:
@@ -84,9 +96,11 @@ def start_serve(store: Path, log: Path) -> tuple[subprocess.Popen[bytes], list[p
 
 
 @pytest.mark.slow
-def test_serve_stopped_by_sigterm_drains_exits_0_and_leaves_nothing(trained_store: Path, tmp_path: Path) -> None:
+def test_serve_stopped_by_sigterm_drains_exits_0_and_leaves_nothing(
+    trained_store: Path, tmp_path: Path, loraplane_serve: Serve
+) -> None:
     log = tmp_path / "serve.log"
-    proc, procs = start_serve(trained_store, log)
+    proc, procs = loraplane_serve(trained_store, log)
     signalled = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     assert exits(proc, 120, log) == 0, log_tail(log)
@@ -96,8 +110,8 @@ def test_serve_stopped_by_sigterm_drains_exits_0_and_leaves_nothing(trained_stor
 
 
 @pytest.mark.slow
-def test_serve_sigkilled_leaves_nothing(trained_store: Path, tmp_path: Path) -> None:
-    proc, procs = start_serve(trained_store, tmp_path / "serve.log")
+def test_serve_sigkilled_leaves_nothing(trained_store: Path, tmp_path: Path, loraplane_serve: Serve) -> None:
+    proc, procs = loraplane_serve(trained_store, tmp_path / "serve.log")
     proc.kill()
     proc.wait()
     gone = assert_all_gone(procs, timeout=SIGKILL_GONE_S)
@@ -105,9 +119,9 @@ def test_serve_sigkilled_leaves_nothing(trained_store: Path, tmp_path: Path) -> 
 
 
 @pytest.mark.slow
-def test_a_second_signal_forces_serve_to_stop(trained_store: Path, tmp_path: Path) -> None:
+def test_a_second_signal_forces_serve_to_stop(trained_store: Path, tmp_path: Path, loraplane_serve: Serve) -> None:
     log = tmp_path / "serve.log"
-    proc, procs = start_serve(trained_store, log)
+    proc, procs = loraplane_serve(trained_store, log)
     proc.send_signal(signal.SIGTERM)
     poll("serve to start draining", lambda: "stopping" in log.read_text(errors="replace"), timeout=30)
     assert proc.poll() is None, "serve stopped before a second signal could be sent: nothing was tested"
@@ -121,10 +135,19 @@ def test_a_second_signal_forces_serve_to_stop(trained_store: Path, tmp_path: Pat
 # ------------------------------------------------------------------------------------------------ run, demo
 
 
-def long_job(tmp_path: Path, tiny_model: Path, toy_data: Path) -> Path:
-    """A FineTuneJob that trains for a while and checkpoints every 2 steps."""
-    doc = finetunejob("toy", tiny_model, toy_data, epochs=6, checkpointSteps=2)
-    return write_yaml(tmp_path / "toy.yaml", doc)
+LongJob = Callable[[Path], Path]
+
+
+@pytest.fixture
+def long_job(tiny_model: Path, toy_data: Path) -> LongJob:
+    """`long_job(directory) -> directory/toy.yaml`: a FineTuneJob that trains for a while and checkpoints every 2
+    steps (for the trainer the tests start through `loraplane run`, `demo` or a bench)."""
+
+    def write(directory: Path) -> Path:
+        doc = finetunejob("toy", tiny_model, toy_data, epochs=6, checkpointSteps=2)
+        return write_yaml(directory / "toy.yaml", doc)
+
+    return write
 
 
 def training(store: Path) -> bool:
@@ -133,9 +156,9 @@ def training(store: Path) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL], ids=lambda s: s.name)
-def test_run_stops_its_trainer(tmp_path: Path, tiny_model: Path, toy_data: Path, sig: signal.Signals) -> None:
+def test_run_stops_its_trainer(tmp_path: Path, long_job: LongJob, sig: signal.Signals) -> None:
     store, log = tmp_path / "store", tmp_path / "run.log"
-    proc = start([*CLI, "--store", str(store), "run", str(long_job(tmp_path, tiny_model, toy_data))], log)
+    proc = start([*CLI, "--store", str(store), "run", str(long_job(tmp_path))], log)
     poll("a training step (a complete checkpoint)", lambda: training(store), timeout=600)
     procs = tree(proc.pid)
     assert len(procs) >= 3, f"expected loraplane, its guard and the trainer: {describe(procs)}"
@@ -148,10 +171,10 @@ def test_run_stops_its_trainer(tmp_path: Path, tiny_model: Path, toy_data: Path,
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
-def test_demo_stops_its_trainer(tmp_path: Path, tiny_model: Path, toy_data: Path, sig: signal.Signals) -> None:
+def test_demo_stops_its_trainer(tmp_path: Path, long_job: LongJob, sig: signal.Signals) -> None:
     examples, store, log = tmp_path / "examples", tmp_path / "store", tmp_path / "demo.log"
     examples.mkdir()
-    long_job(examples, tiny_model, toy_data)
+    long_job(examples)
     proc = start([*CLI, "--store", str(store), "demo", "--examples", str(examples), "--port", str(free_port())], log)
     poll("a training step (a complete checkpoint)", lambda: training(store), timeout=600)
     procs = tree(proc.pid)
@@ -191,21 +214,29 @@ def test_eval_stops(trained_store: Path, tmp_path: Path, sig: signal.Signals) ->
     assert_all_gone(procs, timeout=30)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL], ids=lambda s: s.name)
-def test_chat_stops_while_waiting_for_an_answer(tmp_path: Path, sig: signal.Signals) -> None:
-    with socket.socket() as server:  # accepts the request and never answers
+@pytest.fixture
+def silent_server() -> Iterator[socket.socket]:
+    """A listening socket on loopback that accepts a request and never answers."""
+    with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
         server.settimeout(120)
-        url = f"http://127.0.0.1:{server.getsockname()[1]}/v1"
-        log = tmp_path / "chat.log"
-        proc = start([*CLI, "chat", "--url", url, "model", "Hello?"], log)
-        connection, _ = server.accept()
-        with connection:
-            poll("the request", lambda: connection.recv(1, socket.MSG_PEEK), timeout=60)
-            procs = tree(proc.pid)
-            proc.send_signal(sig)
-            code = exits(proc, 30, log)
+        yield server
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL], ids=lambda s: s.name)
+def test_chat_stops_while_waiting_for_an_answer(
+    tmp_path: Path, silent_server: socket.socket, sig: signal.Signals
+) -> None:
+    url = f"http://127.0.0.1:{silent_server.getsockname()[1]}/v1"
+    log = tmp_path / "chat.log"
+    proc = start([*CLI, "chat", "--url", url, "model", "Hello?"], log)
+    connection, _ = silent_server.accept()
+    with connection:
+        poll("the request", lambda: connection.recv(1, socket.MSG_PEEK), timeout=60)
+        procs = tree(proc.pid)
+        proc.send_signal(sig)
+        code = exits(proc, 30, log)
     assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 128 + sig), log_tail(log)
     assert_all_gone(procs, timeout=10)
 
@@ -213,8 +244,9 @@ def test_chat_stops_while_waiting_for_an_answer(tmp_path: Path, sig: signal.Sign
 # ------------------------------------------------------------------------------------------------ the router
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
-def test_router_process_stops(tmp_path: Path, sig: signal.Signals) -> None:
+@pytest.fixture
+def router_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """`python -m loraplane.serving.router` as a user starts it, once /healthz answers; it and its log."""
     port, log = free_port(), tmp_path / "router.log"
     proc = start(
         [sys.executable, "-m", "loraplane.serving.router"],
@@ -232,7 +264,17 @@ def test_router_process_stops(tmp_path: Path, sig: signal.Signals) -> None:
         except OSError:
             return False
 
-    poll("the router's /healthz", healthy, timeout=120)
+    try:
+        poll("the router's /healthz", healthy, timeout=120)
+        yield proc, log
+    finally:
+        if proc.poll() is None:  # the test failed before it stopped the router
+            proctree.kill(proc)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
+def test_router_process_stops(router_process: tuple[subprocess.Popen[bytes], Path], sig: signal.Signals) -> None:
+    proc, log = router_process
     procs = tree(proc.pid)
     proc.send_signal(sig)
     code = exits(proc, 30, log)
@@ -244,18 +286,27 @@ def test_router_process_stops(tmp_path: Path, sig: signal.Signals) -> None:
 # ------------------------------------------------------------------------------------------------ test harness
 
 
-def session(case: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path, Path]:
-    """A pytest session running one case of tests/procs/session_cases.py; its log and its ready file."""
-    ready, log = tmp_path / "ready", tmp_path / "session.log"
-    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"tests/procs/session_cases.py::{case}"]
-    proc = start(argv, log, **{CASE_ENV: str(ready)})
-    return proc, ready, log
+Session = Callable[[str], tuple[subprocess.Popen[bytes], Path, Path]]
+
+
+@pytest.fixture
+def harness_session(tmp_path: Path) -> Session:
+    """`harness_session(case)`: a pytest session running one case of tests/procs/session_cases.py (they start the
+    router as a process, or leave processes behind); it, its ready file and its log."""
+
+    def session(case: str) -> tuple[subprocess.Popen[bytes], Path, Path]:
+        ready, log = tmp_path / "ready", tmp_path / "session.log"
+        argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"tests/procs/session_cases.py::{case}"]
+        proc = start(argv, log, **{CASE_ENV: str(ready)})
+        return proc, ready, log
+
+    return session
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
-def test_a_test_session_stops_its_harness_processes(tmp_path: Path, sig: signal.Signals) -> None:
-    proc, ready, log = session("test_router_until_stopped", tmp_path)
+def test_a_test_session_stops_its_harness_processes(harness_session: Session, sig: signal.Signals) -> None:
+    proc, ready, log = harness_session("test_router_until_stopped")
     poll("the session's router", lambda: proc.poll() is None and ready.exists(), timeout=300)
     procs = tree(proc.pid)
     assert int(ready.read_text()) in {p.pid for p in procs}, describe(procs)
@@ -268,8 +319,8 @@ def test_a_test_session_stops_its_harness_processes(tmp_path: Path, sig: signal.
 
 
 @pytest.mark.slow
-def test_a_test_session_fails_when_a_process_it_started_outlives_it(tmp_path: Path) -> None:
-    proc, _, log = session("test_leaves_processes_behind", tmp_path)
+def test_a_test_session_fails_when_a_process_it_started_outlives_it(harness_session: Session) -> None:
+    proc, _, log = harness_session("test_leaves_processes_behind")
     code = exits(proc, 300, log)
     out = log.read_text()
     assert code == pytest.ExitCode.TESTS_FAILED, out[-3000:]
@@ -282,9 +333,9 @@ def test_a_test_session_fails_when_a_process_it_started_outlives_it(tmp_path: Pa
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
-def test_bench_stops_its_trainer(tmp_path: Path, tiny_model: Path, toy_data: Path, sig: signal.Signals) -> None:
+def test_bench_stops_its_trainer(tmp_path: Path, long_job: LongJob, sig: signal.Signals) -> None:
     """bench/general_mix.py on the tiny model: its trainer child stops with it."""
-    job = long_job(tmp_path, tiny_model, toy_data)
+    job = long_job(tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "bench/general_mix.py", "--job", str(job)],
         stdout=subprocess.PIPE,

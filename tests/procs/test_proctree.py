@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from loraplane.serving import proctree
-from tests.kube_harness import REPO, poll
 from tests.procs.support import assert_all_gone, wait_for_tree
+from tests.support.kube import REPO, poll
 
 # sh with a child in its group and one that left it (setsid): the shapes a stop must reach
 IGNORES_SIGTERM = "trap '' TERM; sleep 1000 & setsid sleep 1001 & wait"

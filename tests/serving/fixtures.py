@@ -1,79 +1,33 @@
-"""Shared serving fixtures: a tiny Llama vLLM can load, random-weight LoRA adapters, two real vLLM replicas.
+"""Shared serving fixtures: a tiny Llama vLLM can load, random-weight LoRA adapters, two real vLLM replicas, and the
+router and scripted replicas on loopback ports.
 
 Registered for the whole suite by `pytest_plugins` in tests/conftest.py, so every test directory shares one
 session-scoped `vllm_pair` (the router, adapter manager and ModelServer end-to-end tests). Names:
-`tiny_base`, `make_adapter`, `tiny_adapters`, `vllm_pair`, `replicas_up`.
+`tiny_base`, `make_adapter`, `tiny_adapters`, `vllm_pair`, `replicas_up`, `serve_router`, `serve_scripted`.
+The adapters and replicas themselves are built by tests/support/serving.py (the benchmarks use it too).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from loraplane.api.artifact import describe_adapter
-from loraplane.api.modelserver import VllmSpec
-from loraplane.api.result import BaseModelInfo, TrainingResult
-from loraplane.serving.vllm_args import ServedModel, build_args, cpu_profile
 from loraplane.serving.vllm_process import VllmProcess
-from tests.kube_harness import free_port
+from tests.support.serving import TINY_ADAPTERS, MakeAdapter, tiny_replica, write_adapter
 
-BASE_NAME = "base"
-ADAPTER_RANK = 8
-TINY_ADAPTERS = {"alpha": 1, "beta": 2, "gamma": 3}  # name -> seed
-# The replicas' settings: small memory, runtime LoRA updating on, room for every test adapter.
-PAIR_SPEC = VllmSpec(
-    max_loras=4,
-    max_lora_rank=16,
-    max_cpu_loras=8,
-    max_model_len=256,
-    dtype="float32",
-    gpu_memory_utilization=0.05,
-)
-
-MakeAdapter = Callable[..., Path]
+if TYPE_CHECKING:  # imported by the fixtures: a plugin of every session imports no router code
+    from tests.serving.router_helpers import Router
 
 
 @pytest.fixture(scope="session")
 def tiny_base(tiny_model: Path) -> Path:
     """The suite's tiny Llama (tests/conftest.py `tiny_model`): 2 layers, head_dim 32, a ChatML tokenizer."""
     return tiny_model
-
-
-def write_adapter(base: Path, dest: Path, *, name: str, seed: int, rank: int = ADAPTER_RANK) -> Path:
-    """A PEFT LoRA adapter for `base` with non-zero random weights (seeded) and a result.json listing its files."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    config = LoraConfig(
-        r=rank,
-        lora_alpha=2 * rank,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-        lora_dropout=0.0,
-        init_lora_weights=False,  # random A and B: the adapter changes the answers
-        task_type="CAUSAL_LM",
-    )
-    peft_model = get_peft_model(model, config)
-    with torch.no_grad():  # make the change large enough to move greedy answers of a random base
-        for param_name, param in peft_model.named_parameters():
-            if "lora_B" in param_name:
-                param.mul_(4.0)
-    dest.mkdir(parents=True, exist_ok=True)
-    peft_model.save_pretrained(str(dest))
-    TrainingResult(
-        ok=True,
-        code=0,
-        reason="Succeeded",
-        name=name,
-        base_model=BaseModelInfo(uri=f"file://{base}", path=str(base), family="llama"),
-        adapter=describe_adapter(dest, r=rank),
-    ).write(dest)
-    return dest
 
 
 @pytest.fixture(scope="session")
@@ -91,18 +45,6 @@ def make_adapter(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> M
 def tiny_adapters(make_adapter: MakeAdapter) -> dict[str, Path]:
     """Three adapters, each with its own seed: {"alpha": path, "beta": path, "gamma": path}."""
     return {name: make_adapter(name, seed) for name, seed in TINY_ADAPTERS.items()}
-
-
-def tiny_replica(base: Path, log_path: Path) -> VllmProcess:
-    """One vLLM replica of the tiny base (not started); served as "base", runtime LoRA updating on."""
-    launch = build_args(
-        ServedModel(path=str(base), name=BASE_NAME),
-        PAIR_SPEC,
-        cpu_profile(kvcache_space_gib=1),
-        port=free_port(),
-        python=__import__("sys").executable,
-    )
-    return VllmProcess(launch, log_path, start_timeout=600)
 
 
 @pytest.fixture(scope="session")
@@ -130,3 +72,25 @@ def replicas_up(vllm_pair: list[VllmProcess]) -> list[VllmProcess]:
         if not replica.running():
             replica.start()
     return vllm_pair
+
+
+ServeRouter = Callable[..., AbstractContextManager["Router"]]
+ServeScripted = Callable[..., AbstractContextManager[list[str]]]
+
+
+@pytest.fixture
+def serve_router() -> ServeRouter:
+    """`with serve_router(routes=None, **settings) as router:` the router app served by uvicorn on a free loopback
+    port for the block (tests/serving/router_helpers.py). Tests that take it are marked `network`."""
+    from tests.serving.router_helpers import running_router
+
+    return running_router
+
+
+@pytest.fixture
+def serve_scripted() -> ServeScripted:
+    """`with serve_scripted(*replicas) as urls:` each ScriptedReplica on its own free loopback port for the block
+    (tests/serving/scripted.py). Tests that take it are marked `network`."""
+    from tests.serving.scripted import serving
+
+    return serving

@@ -18,8 +18,8 @@ from loraplane.api.result import TrainingResult
 from loraplane.serving.router import AdapterVersion, PublicModel, RouterSettings, ServerRoute, create_app
 from loraplane.serving.router.server import router_server
 from loraplane.serving.router.state import RouterState
-from tests.kube_harness import free_port, poll
-from tests.serving.fixtures import BASE_NAME
+from tests.support.kube import free_port, poll
+from tests.support.serving import BASE_NAME
 
 ADMIN_KEY = "admin-secret"
 

@@ -19,7 +19,7 @@ from aiohttp import web
 from loraplane.api.artifact import describe_adapter
 from loraplane.api.result import TrainingResult
 from loraplane.serving.vllm_client import ALREADY_LOADED, NOT_FOUND
-from tests.kube_harness import free_port
+from tests.support.kube import free_port
 
 Chat = Callable[[web.Request, dict[str, Any]], Awaitable[web.StreamResponse]]
 

@@ -14,8 +14,8 @@ import pytest
 from loraplane.serving.adapter_manager import AdapterManager, DesiredAdapter, NoRouting, ReplicaReport
 from loraplane.serving.vllm_client import AdapterRejected, ReplicaUnavailable, VllmClient
 from loraplane.serving.vllm_process import VllmProcess
-from tests.kube_harness import free_port
-from tests.serving.fixtures import MakeAdapter
+from tests.support.kube import free_port
+from tests.support.serving import MakeAdapter
 
 T = TypeVar("T")
 

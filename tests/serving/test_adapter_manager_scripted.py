@@ -11,7 +11,8 @@ import aiohttp
 
 from loraplane.serving.adapter_manager import AdapterManager, DesiredAdapter, NoRouting, ReplicaReport
 from loraplane.serving.vllm_client import VllmClient
-from tests.serving.scripted import ScriptedReplica, fake_adapter, serving
+from tests.serving.fixtures import ServeScripted
+from tests.serving.scripted import ScriptedReplica, fake_adapter
 
 BACKOFF = 0.2
 
@@ -30,40 +31,46 @@ def alpha(tmp_path: Path) -> dict[str, DesiredAdapter]:
     return {"alpha": DesiredAdapter("alpha", str(path), digest)}
 
 
-def test_a_replica_that_answers_503_for_a_while_gets_its_adapter_after_backing_off(tmp_path: Path) -> None:
+def test_a_replica_that_answers_503_for_a_while_gets_its_adapter_after_backing_off(
+    tmp_path: Path, serve_scripted: ServeScripted
+) -> None:
     replica = ScriptedReplica("a")
     replica.load_failures = 2
-    with serving(replica) as (url,):
+    with serve_scripted(replica) as (url,):
         (report,) = asyncio.run(reconciles(url, alpha(tmp_path), times=1, attempts=4))
     assert report.healthy and report.loaded == {"alpha"} and not report.errors
     first, second, third = replica.load_times
     assert second - first >= BACKOFF and third - second >= 2 * BACKOFF, "exponential backoff"
 
 
-def test_a_replica_still_failing_after_the_last_attempt_is_reported(tmp_path: Path) -> None:
+def test_a_replica_still_failing_after_the_last_attempt_is_reported(
+    tmp_path: Path, serve_scripted: ServeScripted
+) -> None:
     replica = ScriptedReplica("a")
     replica.load_failures = 5
-    with serving(replica) as (url,):
+    with serve_scripted(replica) as (url,):
         (report,) = asyncio.run(reconciles(url, alpha(tmp_path), times=1, attempts=2))
     assert len(replica.load_times) == 2 and "alpha" not in report.loaded
     assert "503" in report.errors["alpha"] and "engine not ready" in report.errors["alpha"]
 
 
-def test_two_reconciles_at_once_load_an_adapter_one_at_a_time(tmp_path: Path) -> None:
+def test_two_reconciles_at_once_load_an_adapter_one_at_a_time(tmp_path: Path, serve_scripted: ServeScripted) -> None:
     replica = ScriptedReplica("a")
     replica.load_seconds = 0.3
-    with serving(replica) as (url,):
+    with serve_scripted(replica) as (url,):
         reports = asyncio.run(reconciles(url, alpha(tmp_path), times=2, attempts=1))
     assert replica.loads_at_once == 1, "one lock per adapter: the second load waits for the first"
     assert replica.log.count("load alpha") == 1, "the second finds it loaded (already loaded is success)"
     assert all(r.loaded == {"alpha"} and not r.errors for r in reports), reports
 
 
-def test_files_the_manager_cannot_see_are_refused_unless_the_replica_reads_them_itself(tmp_path: Path) -> None:
+def test_files_the_manager_cannot_see_are_refused_unless_the_replica_reads_them_itself(
+    tmp_path: Path, serve_scripted: ServeScripted
+) -> None:
     """verify=False (the cluster router): the path is the vLLM pod's own mount, so it is handed on unchecked."""
     elsewhere = {"alpha": DesiredAdapter("alpha", "/mnt/adapters/alpha-adapter/ns/alpha", "0" * 64)}
     replica = ScriptedReplica("a")
-    with serving(replica) as (url,):
+    with serve_scripted(replica) as (url,):
         (refused,) = asyncio.run(reconciles(url, elsewhere, times=1, attempts=1))
         (handed_on,) = asyncio.run(reconciles(url, elsewhere, times=1, attempts=1, verify=False))
     assert "does not exist" in refused.errors["alpha"] and "alpha" not in refused.loaded

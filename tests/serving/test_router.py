@@ -15,10 +15,11 @@ import pytest
 
 from loraplane.serving.router import PublicModel, ServerRoute
 from loraplane.serving.vllm_process import VllmProcess
-from tests.kube_harness import free_port, poll
-from tests.serving.fixtures import BASE_NAME, MakeAdapter
-from tests.serving.router_helpers import Router, route, running_router, version
+from tests.serving.fixtures import ServeRouter
+from tests.serving.router_helpers import Router, route, version
 from tests.serving.router_helpers import openai_error as error
+from tests.support.kube import free_port, poll
+from tests.support.serving import BASE_NAME, MakeAdapter
 
 pytestmark = pytest.mark.slow
 PROMPTS = ["Hello there", "Tell me a story", "What is the code?"]
@@ -37,9 +38,9 @@ def direct(replica: VllmProcess, model: str, content: str, max_tokens: int = 12)
 
 
 @pytest.fixture
-def served(replicas_up: list[VllmProcess], tiny_adapters: dict[str, Path]) -> Any:
+def served(replicas_up: list[VllmProcess], tiny_adapters: dict[str, Path], serve_router: ServeRouter) -> Any:
     """The router with alpha, beta and gamma on both replicas, all routable."""
-    with running_router({"tiny": route([r.url for r in replicas_up], tiny_adapters)}) as router:
+    with serve_router({"tiny": route([r.url for r in replicas_up], tiny_adapters)}) as router:
         router.wait_routable(BASE_NAME, *tiny_adapters)
         yield router
 
@@ -213,7 +214,9 @@ def test_a_version_change_and_an_unload_under_traffic_fail_no_request(
     assert served_by["gamma"] > 0 and served_by["gamma-v2"] > 0, served_by
 
 
-def test_canary_weight_and_sticky_sessions(replicas_up: list[VllmProcess], tiny_adapters: dict[str, Path]) -> None:
+def test_canary_weight_and_sticky_sessions(
+    replicas_up: list[VllmProcess], tiny_adapters: dict[str, Path], serve_router: ServeRouter
+) -> None:
     canary = PublicModel(
         name="medical",
         versions=[
@@ -221,7 +224,7 @@ def test_canary_weight_and_sticky_sessions(replicas_up: list[VllmProcess], tiny_
             version("beta", tiny_adapters["beta"], weight=30),
         ],
     )
-    with running_router(
+    with serve_router(
         {"tiny": ServerRoute(base_model=BASE_NAME, replicas=[r.url for r in replicas_up], adapters=[canary])}
     ) as router:
         router.wait_routable("medical")
@@ -243,7 +246,7 @@ def test_canary_weight_and_sticky_sessions(replicas_up: list[VllmProcess], tiny_
 
 
 def test_error_paths_answer_in_openai_shape(
-    replicas_up: list[VllmProcess], tiny_adapters: dict[str, Path], tmp_path: Path
+    replicas_up: list[VllmProcess], tiny_adapters: dict[str, Path], tmp_path: Path, serve_router: ServeRouter
 ) -> None:
     keys = tmp_path / "keys.json"
     keys.write_text(json.dumps({"k-alpha": {"models": ["alpha", BASE_NAME]}, "k-all": {"models": ["*"]}}))
@@ -252,7 +255,7 @@ def test_error_paths_answer_in_openai_shape(
         "tiny": route([r.url for r in replicas_up], tiny_adapters),
         "gone": ServerRoute(base_model="gone-base", replicas=[dead]),
     }
-    with running_router(routes, api_keys_file=keys, max_body_bytes=4096) as router:
+    with serve_router(routes, api_keys_file=keys, max_body_bytes=4096) as router:
         user = {"Authorization": "Bearer k-alpha"}
         poll("alpha routable", lambda: router.chat("alpha", max_tokens=1, headers=user).status_code == 200, timeout=240)
 
@@ -284,7 +287,7 @@ def test_error_paths_answer_in_openai_shape(
         assert 'loraplane_router_requests_total{model="alpha",status="200",version="alpha"}' in metrics
         assert 'loraplane_router_requests_total{model="-",status="401",version="-"}' in metrics
 
-    with running_router({"tiny": route([r.url for r in replicas_up], tiny_adapters)}, request_timeout_s=0.02) as slow:
+    with serve_router({"tiny": route([r.url for r in replicas_up], tiny_adapters)}, request_timeout_s=0.02) as slow:
         poll("replicas observed", lambda: slow.http.get("/readyz").status_code == 200, timeout=60)
         resp = slow.chat(BASE_NAME, "Tell me a long story", max_tokens=200)
         assert resp.status_code == 504, resp.text

@@ -1,6 +1,6 @@
 """The router's HTTP surface besides the request path, with no replica up: which routes answer which methods,
 the admin API's checks and a route's round trip, errors in OpenAI's shape. Through uvicorn on a real port
-(running_router), or in-process without the app's lifespan."""
+(`serve_router`), or in-process without the app's lifespan."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import pytest
 from loraplane.serving.router import AdapterVersion, PublicModel, RouterSettings, ServerRoute, create_app
 from loraplane.serving.router.errors import RouterError
 from loraplane.serving.router.routes.admin import parse_route
-from tests.kube_harness import free_port
-from tests.serving.router_helpers import ADMIN_KEY, running_router
+from tests.serving.fixtures import ServeRouter
+from tests.serving.router_helpers import ADMIN_KEY
 from tests.serving.router_helpers import openai_error as error
+from tests.support.kube import free_port
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
@@ -25,8 +26,8 @@ def dead() -> str:
     return f"http://127.0.0.1:{free_port()}"  # nothing listens there
 
 
-def test_read_routes_answer_get_and_head_and_the_inference_routes_only_post() -> None:
-    with running_router({"tiny": ServerRoute(base_model="tiny", replicas=[dead()])}) as router:
+def test_read_routes_answer_get_and_head_and_the_inference_routes_only_post(serve_router: ServeRouter) -> None:
+    with serve_router({"tiny": ServerRoute(base_model="tiny", replicas=[dead()])}) as router:
         for path in ("/healthz", "/readyz", "/metrics", "/v1/models", "/admin/v1/servers", "/admin/v1/servers/tiny"):
             get, head = router.http.get(path, headers=ADMIN), router.http.head(path, headers=ADMIN)
             assert get.status_code in (200, 503) and head.status_code == get.status_code, path
@@ -38,8 +39,8 @@ def test_read_routes_answer_get_and_head_and_the_inference_routes_only_post() ->
         assert router.http.get("/openapi.json").status_code == 404
 
 
-def test_the_admin_key_is_checked_before_the_body_is_read() -> None:
-    with running_router() as router:
+def test_the_admin_key_is_checked_before_the_body_is_read(serve_router: ServeRouter) -> None:
+    with serve_router() as router:
         for key, status, kind in ((None, 401, "authentication_error"), ("user-key", 403, "permission_error")):
             headers = {"Authorization": f"Bearer {key}"} if key else {}
             resp = router.http.put("/admin/v1/servers/x", content=b"{not json", headers=headers)
@@ -48,11 +49,11 @@ def test_the_admin_key_is_checked_before_the_body_is_read() -> None:
         assert "not valid JSON" in error(resp, 400)["message"]
 
 
-def test_a_route_is_put_listed_served_and_deleted() -> None:
+def test_a_route_is_put_listed_served_and_deleted(serve_router: ServeRouter) -> None:
     replica = dead()
     medical = PublicModel(name="medical", versions=[AdapterVersion(name="medical-v1", path="/adapters/m")])
     route = ServerRoute(base_model="tiny", replicas=[replica], adapters=[medical])
-    with running_router() as router:
+    with serve_router() as router:
         assert router.http.get("/v1/models").json() == {"object": "list", "data": []}
         put = router.put("tiny", route)
         assert put.status_code == 200, put.text

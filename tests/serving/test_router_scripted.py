@@ -8,8 +8,8 @@ import json
 import logging
 import threading
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,10 @@ import pytest
 from aiohttp import web
 
 from loraplane.serving.router import AdapterVersion, PublicModel, ServerRoute
-from tests.kube_harness import poll
-from tests.serving.router_helpers import Router, running_router
-from tests.serving.scripted import Chat, ScriptedReplica, fake_adapter, serving, wait_for
+from tests.serving.fixtures import ServeRouter, ServeScripted
+from tests.serving.router_helpers import Router
+from tests.serving.scripted import Chat, ScriptedReplica, fake_adapter, wait_for
+from tests.support.kube import poll
 
 HOLD_S = 20.0  # the longest a scripted replica holds a stream open waiting for the test
 CHAT = "/v1/chat/completions"
@@ -38,12 +39,21 @@ def ready(router: Router) -> None:
     poll("replicas observed healthy", lambda: router.http.get("/readyz").status_code == 200, timeout=30)
 
 
-@contextmanager
-def routed(replica: ScriptedReplica) -> Iterator[tuple[Router, str]]:
-    """`replica` served and a ready router in front of it for its base model; yields the router, the replica's URL."""
-    with serving(replica) as (url,), running_router(base_route(url)) as router:
-        ready(router)
-        yield router, url
+Routed = Callable[[ScriptedReplica], AbstractContextManager[tuple[Router, str]]]
+
+
+@pytest.fixture
+def routed(serve_scripted: ServeScripted, serve_router: ServeRouter) -> Routed:
+    """`with routed(replica) as (router, url):` the replica served and a ready router in front of it for its base
+    model."""
+
+    @contextmanager
+    def start(replica: ScriptedReplica) -> Iterator[tuple[Router, str]]:
+        with serve_scripted(replica) as (url,), serve_router(base_route(url)) as router:
+            ready(router)
+            yield router, url
+
+    return start
 
 
 def events_of(resp: httpx.Response) -> list[str]:
@@ -58,7 +68,7 @@ async def sse(request: web.Request, *events: bytes) -> web.StreamResponse:
     return resp
 
 
-def test_a_stream_is_relayed_event_by_event() -> None:
+def test_a_stream_is_relayed_event_by_event(routed: Routed) -> None:
     """The replica sends its second event only once the client has the first: a buffering router would stall."""
     replica, client_has_first = ScriptedReplica("a"), threading.Event()
 
@@ -80,7 +90,9 @@ def test_a_stream_is_relayed_event_by_event() -> None:
         assert list(events) == ['data: {"n":2}', "data: [DONE]"]
 
 
-def test_a_5xx_or_a_forgotten_adapter_moves_to_the_other_replica(tmp_path: Path) -> None:
+def test_a_5xx_or_a_forgotten_adapter_moves_to_the_other_replica(
+    tmp_path: Path, serve_router: ServeRouter, serve_scripted: ServeScripted
+) -> None:
     """Before the first byte, a failed answer is retried on the other replica; a 404 for an adapter the
     replica listed (it restarted) also makes the router load it there again."""
     broken, good = ScriptedReplica("broken"), ScriptedReplica("good")
@@ -97,7 +109,7 @@ def test_a_5xx_or_a_forgotten_adapter_moves_to_the_other_replica(tmp_path: Path)
 
     broken.chat = failing
     alpha = PublicModel(name="alpha", versions=[AdapterVersion(name="alpha", path=str(path), sha256=digest)])
-    with serving(broken, good) as urls, running_router(base_route(*urls, adapters=[alpha])) as router:
+    with serve_scripted(broken, good) as urls, serve_router(base_route(*urls, adapters=[alpha])) as router:
         poll("alpha loaded on both", lambda: all("load alpha" in r.log for r in (broken, good)), timeout=30)
         ready(router)
         answers = [router.http.post(CHAT, json=chat_body("tiny")) for _ in range(6)]
@@ -117,7 +129,9 @@ def test_a_5xx_or_a_forgotten_adapter_moves_to_the_other_replica(tmp_path: Path)
         poll("alpha loaded again where it was forgotten", lambda: broken.log.count("load alpha") == 2, timeout=30)
 
 
-def test_when_every_replica_fails_the_last_error_answer_is_passed_through() -> None:
+def test_when_every_replica_fails_the_last_error_answer_is_passed_through(
+    serve_router: ServeRouter, serve_scripted: ServeScripted
+) -> None:
     a, b = ScriptedReplica("a"), ScriptedReplica("b")
     tried: list[str] = []
 
@@ -129,7 +143,7 @@ def test_when_every_replica_fails_the_last_error_answer_is_passed_through() -> N
         return chat
 
     a.chat, b.chat = failing(a), failing(b)
-    with serving(a, b) as urls, running_router(base_route(*urls)) as router:
+    with serve_scripted(a, b) as urls, serve_router(base_route(*urls)) as router:
         poll("both replicas observed", lambda: all(router.state.healthy.get(u) for u in urls), timeout=30)
         resp = router.http.post(CHAT, json=chat_body("tiny"), headers={"x-request-id": "rid-1"})
         assert sorted(tried) == ["a", "b"], "each replica tried once"
@@ -141,7 +155,9 @@ def test_when_every_replica_fails_the_last_error_answer_is_passed_through() -> N
         assert sum(router.state.outstanding.values()) == 0 and sum(router.state.inflight.values()) == 0
 
 
-def test_a_replica_gone_mid_answer_is_left_for_another_before_the_first_byte() -> None:
+def test_a_replica_gone_mid_answer_is_left_for_another_before_the_first_byte(
+    serve_router: ServeRouter, serve_scripted: ServeScripted
+) -> None:
     """The answer's head came, its body broke off: nothing reached the client yet, so another replica answers."""
     gone, good = ScriptedReplica("gone"), ScriptedReplica("good")
 
@@ -154,7 +170,7 @@ def test_a_replica_gone_mid_answer_is_left_for_another_before_the_first_byte() -
         return resp
 
     gone.chat = break_off
-    with serving(gone, good) as urls, running_router(base_route(*urls)) as router:
+    with serve_scripted(gone, good) as urls, serve_router(base_route(*urls)) as router:
         poll("both replicas observed", lambda: all(router.state.healthy.get(u) for u in urls), timeout=30)
         for _ in range(20):  # until the rotation sends one to the replica that breaks off
             resp = router.http.post(CHAT, json=chat_body("tiny"))
@@ -167,7 +183,9 @@ def test_a_replica_gone_mid_answer_is_left_for_another_before_the_first_byte() -
         assert sum(router.state.outstanding.values()) == 0 and sum(router.state.inflight.values()) == 0
 
 
-def test_a_stream_broken_after_its_first_event_is_not_retried() -> None:
+def test_a_stream_broken_after_its_first_event_is_not_retried(
+    serve_router: ServeRouter, serve_scripted: ServeScripted
+) -> None:
     breaking, other = ScriptedReplica("breaking"), ScriptedReplica("other")
 
     async def break_off(request: web.Request, _: dict[str, Any]) -> web.StreamResponse:
@@ -177,7 +195,7 @@ def test_a_stream_broken_after_its_first_event_is_not_retried() -> None:
         return resp
 
     breaking.chat = other.chat = break_off
-    with serving(breaking, other) as urls, running_router(base_route(urls[0])) as router:
+    with serve_scripted(breaking, other) as urls, serve_router(base_route(urls[0])) as router:
         ready(router)
         router.put("tiny", base_route(*urls)["tiny"])  # both replicas now; the first request goes to either
         poll("both replicas observed", lambda: all(router.state.healthy.get(u) for u in urls), timeout=30)
@@ -189,7 +207,7 @@ def test_a_stream_broken_after_its_first_event_is_not_retried() -> None:
         assert router.metric("loraplane_router_requests_total", model="tiny", status="stream_error") == 1
 
 
-def test_a_client_that_leaves_mid_stream_frees_its_place_and_the_replica_stops() -> None:
+def test_a_client_that_leaves_mid_stream_frees_its_place_and_the_replica_stops(routed: Routed) -> None:
     replica, replica_saw_close = ScriptedReplica("a"), threading.Event()
 
     async def endless(request: web.Request, _: dict[str, Any]) -> web.StreamResponse:
@@ -214,7 +232,7 @@ def test_a_client_that_leaves_mid_stream_frees_its_place_and_the_replica_stops()
         assert router.state.inflight[(url, "tiny")] == 0
 
 
-def test_streamed_tokens_are_counted_and_the_usage_event_reaches_only_who_asked() -> None:
+def test_streamed_tokens_are_counted_and_the_usage_event_reaches_only_who_asked(routed: Routed) -> None:
     replica = ScriptedReplica("a")
     usage = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}\n\n'
 
@@ -248,7 +266,7 @@ def test_streamed_tokens_are_counted_and_the_usage_event_reaches_only_who_asked(
     assert tokens == {"prompt": 9.0, "completion": 6.0}, "two streams and one plain answer, each 3 + 2"
 
 
-def test_the_access_log_has_one_json_line_per_request(caplog: pytest.LogCaptureFixture) -> None:
+def test_the_access_log_has_one_json_line_per_request(caplog: pytest.LogCaptureFixture, routed: Routed) -> None:
     caplog.set_level(logging.INFO, logger="loraplane.router.access")
     replica = ScriptedReplica("a")
     with routed(replica) as (router, url):
@@ -264,7 +282,9 @@ def test_the_access_log_has_one_json_line_per_request(caplog: pytest.LogCaptureF
 
 
 @pytest.mark.parametrize("drain_s", [30.0, 1.0], ids=["until-done", "bounded"])
-def test_an_unload_waits_for_the_streams_in_flight(tmp_path: Path, drain_s: float) -> None:
+def test_an_unload_waits_for_the_streams_in_flight(
+    tmp_path: Path, drain_s: float, serve_router: ServeRouter, serve_scripted: ServeScripted
+) -> None:
     """Taking an adapter off stops new requests at once, and unloads it only when its open stream is done,
     or when the drain timeout runs out."""
     replica, release = ScriptedReplica("a"), threading.Event()
@@ -283,8 +303,8 @@ def test_an_unload_waits_for_the_streams_in_flight(tmp_path: Path, drain_s: floa
     replica.chat = held
     alpha = PublicModel(name="alpha", versions=[AdapterVersion(name="alpha", path=str(path), sha256=digest)])
     with (
-        serving(replica) as urls,
-        running_router(base_route(*urls, adapters=[alpha]), drain_timeout_s=drain_s) as router,
+        serve_scripted(replica) as urls,
+        serve_router(base_route(*urls, adapters=[alpha]), drain_timeout_s=drain_s) as router,
     ):
         poll("alpha routable", lambda: router.http.post(CHAT, json=chat_body("alpha")).status_code == 200, timeout=30)
         with router.http.stream("POST", CHAT, json=chat_body("alpha", stream=True)) as resp:
@@ -305,12 +325,14 @@ def test_an_unload_waits_for_the_streams_in_flight(tmp_path: Path, drain_s: floa
             assert replica.log.index("stream done") < replica.log.index("unload alpha")
 
 
-def test_a_chunked_body_over_the_limit_and_no_healthy_replica(tmp_path: Path) -> None:
+def test_a_chunked_body_over_the_limit_and_no_healthy_replica(
+    tmp_path: Path, serve_router: ServeRouter, serve_scripted: ServeScripted
+) -> None:
     """413 also when the body comes without a Content-Length; /readyz is 503 until a replica is healthy."""
     dead = ScriptedReplica("dead")
-    with serving(dead) as urls:
+    with serve_scripted(dead) as urls:
         pass  # its port is closed again: a replica that is not there
-    with running_router(base_route(*urls), max_body_bytes=4096) as router:
+    with serve_router(base_route(*urls), max_body_bytes=4096) as router:
         assert router.http.get("/readyz").status_code == 503
         assert router.http.get("/healthz").status_code == 200
 
@@ -324,7 +346,9 @@ def test_a_chunked_body_over_the_limit_and_no_healthy_replica(tmp_path: Path) ->
         assert "content-length" not in resp.request.headers
 
 
-def test_a_user_stays_on_one_version_of_a_canary(tmp_path: Path) -> None:
+def test_a_user_stays_on_one_version_of_a_canary(
+    tmp_path: Path, serve_router: ServeRouter, serve_scripted: ServeScripted
+) -> None:
     """The body's `user` field keeps a user on one version, as the session header does; metrics tell versions apart."""
     replica = ScriptedReplica("a")
     versions = []
@@ -332,7 +356,7 @@ def test_a_user_stays_on_one_version_of_a_canary(tmp_path: Path) -> None:
         path, digest = fake_adapter(tmp_path / name, name)
         versions.append(AdapterVersion(name=name, path=str(path), sha256=digest, weight=50))
     canary = PublicModel(name="medical", versions=versions)
-    with serving(replica) as urls, running_router(base_route(*urls, adapters=[canary])) as router:
+    with serve_scripted(replica) as urls, serve_router(base_route(*urls, adapters=[canary])) as router:
         poll("both versions loaded", lambda: {"load v1", "load v2"} <= set(replica.log), timeout=30)
         poll(
             "medical routable", lambda: router.http.post(CHAT, json=chat_body("medical")).status_code == 200, timeout=30

@@ -11,7 +11,7 @@ import socket
 from typing import Any
 
 from loraplane.serving.router.server import HeadWithBodyTransport, HttpProtocol
-from tests.serving.router_helpers import running_router
+from tests.serving.fixtures import ServeRouter
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
 
@@ -81,8 +81,8 @@ def test_everything_else_is_the_wrapped_transports() -> None:
     assert transport.is_closing() is True
 
 
-def test_the_running_router_answers_get_head_and_expect_continue() -> None:
-    with running_router() as router:
+def test_the_running_router_answers_get_head_and_expect_continue(serve_router: ServeRouter) -> None:
+    with serve_router() as router:
         kept = []
         for _ in range(2):  # first and later answers, all on one keep-alive connection
             head = router.http.head("/healthz")  # no body write at all: the head leaves when the answer is done

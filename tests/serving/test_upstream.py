@@ -18,7 +18,7 @@ from loraplane.serving.router.upstream import (
     UpstreamClient,
     UpstreamTimeout,
 )
-from tests.kube_harness import free_port
+from tests.support.kube import free_port
 
 Reader, Writer = asyncio.StreamReader, asyncio.StreamWriter
 Script = Callable[[Reader, Writer, int], Awaitable[None]]  # one connection: reader, writer, connection number
@@ -74,6 +74,15 @@ def run(script: Script, test: Callable[[UpstreamClient, str, list[bytes]], Corou
     return connections
 
 
+ServeTcp = Callable[[Script, Callable[[UpstreamClient, str, list[bytes]], Coroutine[Any, Any, None]]], int]
+
+
+@pytest.fixture
+def serve_tcp() -> ServeTcp:
+    """`serve_tcp(script, test)`: `run` above, a real server on loopback (tests that take it are marked `network`)."""
+    return run
+
+
 class _Recorder:
     """A StreamReader that records every request head read through it."""
 
@@ -101,7 +110,7 @@ async def keep_answering(reader: Reader, writer: Writer, _: int) -> None:
         await echo_once(reader, writer)
 
 
-def test_answers_and_reuses_one_keep_alive_connection() -> None:
+def test_answers_and_reuses_one_keep_alive_connection(serve_tcp: ServeTcp) -> None:
     async def test(client: UpstreamClient, url: str, heads: list[bytes]) -> None:
         for i in range(3):
             resp = await client.post(url, "/v1/chat/completions", b'{"n":%d}' % i, f"rid-{i}", total=5)
@@ -112,10 +121,10 @@ def test_answers_and_reuses_one_keep_alive_connection() -> None:
         assert head.startswith("POST /v1/chat/completions HTTP/1.1\r\n")
         assert f"Host: {url.removeprefix('http://')}\r\n" in head and "X-Request-Id: rid-2\r\n" in head
 
-    assert run(keep_answering, test) == 1
+    assert serve_tcp(keep_answering, test) == 1
 
 
-def test_a_chunked_stream_arrives_chunk_by_chunk() -> None:
+def test_a_chunked_stream_arrives_chunk_by_chunk(serve_tcp: ServeTcp) -> None:
     go_on = asyncio.Event()
 
     async def script(reader: Reader, writer: Writer, _: int) -> None:
@@ -136,10 +145,10 @@ def test_a_chunked_stream_arrives_chunk_by_chunk() -> None:
         assert await resp.chunk() == b""
         resp.release()
 
-    run(script, test)
+    serve_tcp(script, test)
 
 
-def test_a_body_until_close_is_read_whole_and_the_connection_not_reused() -> None:
+def test_a_body_until_close_is_read_whole_and_the_connection_not_reused(serve_tcp: ServeTcp) -> None:
     async def script(reader: Reader, writer: Writer, _: int) -> None:
         await read_request(reader)
         writer.write(b'HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\n\r\n{"whole":')
@@ -152,10 +161,10 @@ def test_a_body_until_close_is_read_whole_and_the_connection_not_reused() -> Non
             assert await resp.read() == b'{"whole":true}'
             resp.release()
 
-    assert run(script, test) == 2
+    assert serve_tcp(script, test) == 2
 
 
-def test_a_connection_closed_while_idle_is_retried_once_on_a_new_one() -> None:
+def test_a_connection_closed_while_idle_is_retried_once_on_a_new_one(serve_tcp: ServeTcp) -> None:
     """The first connection answers once, then closes when the next request arrives (a keep-alive timeout
     racing the request): that request is sent again on a new connection and answered."""
 
@@ -172,10 +181,10 @@ def test_a_connection_closed_while_idle_is_retried_once_on_a_new_one() -> None:
             assert await resp.read() == b'{"echo":{"n":%d}}' % i
             resp.release()
 
-    assert run(script, test) == 2
+    assert serve_tcp(script, test) == 2
 
 
-def test_a_new_connection_closed_before_answering_fails_as_disconnected() -> None:
+def test_a_new_connection_closed_before_answering_fails_as_disconnected(serve_tcp: ServeTcp) -> None:
     async def script(reader: Reader, writer: Writer, _: int) -> None:
         await read_request(reader)
 
@@ -183,10 +192,10 @@ def test_a_new_connection_closed_before_answering_fails_as_disconnected() -> Non
         with pytest.raises(Disconnected):
             await client.post(url, "/v1/completions", b"{}", "r", total=5)
 
-    assert run(script, test) == 1, "a fresh connection is not retried"
+    assert serve_tcp(script, test) == 1, "a fresh connection is not retried"
 
 
-def test_a_break_mid_body_fails_as_disconnected() -> None:
+def test_a_break_mid_body_fails_as_disconnected(serve_tcp: ServeTcp) -> None:
     async def script(reader: Reader, writer: Writer, _: int) -> None:
         await read_request(reader)
         writer.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"cut')
@@ -198,10 +207,10 @@ def test_a_break_mid_body_fails_as_disconnected() -> None:
             await resp.read()
         resp.release()
 
-    run(script, test)
+    serve_tcp(script, test)
 
 
-def test_timeouts_before_the_head_and_between_chunks() -> None:
+def test_timeouts_before_the_head_and_between_chunks(serve_tcp: ServeTcp) -> None:
     async def script(reader: Reader, writer: Writer, number: int) -> None:
         await read_request(reader)
         if number == 2:
@@ -218,11 +227,11 @@ def test_timeouts_before_the_head_and_between_chunks() -> None:
             await resp.chunk()
         resp.release()
 
-    assert run(script, test) == 2, "a timed-out connection is closed, not pooled"
+    assert serve_tcp(script, test) == 2, "a timed-out connection is closed, not pooled"
 
 
 @pytest.mark.parametrize("whole", [True, False], ids=["read", "chunks"])
-def test_a_large_answer_pauses_reading_and_still_arrives_whole(whole: bool) -> None:
+def test_a_large_answer_pauses_reading_and_still_arrives_whole(whole: bool, serve_tcp: ServeTcp) -> None:
     body = bytes(range(256)) * (3 * HIGH_WATER // 256)
 
     async def script(reader: Reader, writer: Writer, _: int) -> None:
@@ -247,7 +256,7 @@ def test_a_large_answer_pauses_reading_and_still_arrives_whole(whole: bool) -> N
         assert received == body
         resp.release()
 
-    run(script, test)
+    serve_tcp(script, test)
 
 
 def test_an_unreachable_replica_fails_as_connect_failed() -> None:

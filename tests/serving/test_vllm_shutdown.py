@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from loraplane.serving.vllm_process import VllmProcess
-from tests.serving.fixtures import BASE_NAME
+from tests.support.serving import BASE_NAME
 
 TOKENS = 200  # long enough to be mid-answer when the signal arrives (the tiny model makes ~100 tokens/s here)
 GRACE_S = 60.0  # VllmProcess.stop's wait before SIGKILL; the builder's drain budget is 10 s

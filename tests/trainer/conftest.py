@@ -1,4 +1,5 @@
-"""Fixtures for trainer tests: training specs over the tiny model and toy data (tests/conftest.py)."""
+"""Fixtures for trainer tests: training specs over the tiny model and toy data (tests/conftest.py), and the trainer
+as a process (`trainer`: tests that take it are marked `trainer`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.trainer import Trainer
 
 
 @pytest.fixture
@@ -32,3 +35,10 @@ def make_spec(tiny_model: Path, toy_data: Path, tmp_path: Path) -> Callable[...,
         return path
 
     return make
+
+
+@pytest.fixture
+def trainer() -> Trainer:
+    """`trainer.run(spec, *extra, procs=1)` to the end, or `trainer.start(spec, **popen)`: `python -m loraplane.trainer`
+    as a process; `trainer.fetch(uri, cache, pvc_root)`: the init container's model fetch (tests/support/trainer.py)."""
+    return Trainer()

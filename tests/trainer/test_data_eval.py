@@ -144,7 +144,7 @@ def test_summary_fits_termination_message() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Tokenization (the tiny ChatML tokenizer of tests/trainer/tiny.py): the loss covers the answer tokens only
+# Tokenization (the tiny ChatML tokenizer of tests/support/tiny.py): the loss covers the answer tokens only
 
 
 IGNORED = -100  # the label torch's cross-entropy (and transformers' loss) skips

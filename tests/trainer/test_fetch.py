@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from loraplane.api.exit_codes import ExitCode
-from loraplane.api.trainer_spec import FetchEnv
 from loraplane.trainer.fetch import link_model
+from tests.support.trainer import Trainer
 
 
 def checkpoint(path: Path) -> Path:
@@ -20,23 +17,11 @@ def checkpoint(path: Path) -> Path:
     return path
 
 
-def run_fetch(uri: str, cache: Path, pvc_root: Path) -> subprocess.CompletedProcess[str]:
-    """The init container's command with the environment the operator gives it."""
-    env = {
-        **os.environ,
-        FetchEnv.BASE_MODEL: json.dumps({"uri": uri}),
-        FetchEnv.CACHE_DIR: str(cache),
-        FetchEnv.PVC_ROOT: str(pvc_root),
-    }
-    command = [sys.executable, "-m", "loraplane.trainer.fetch"]  # the init container's command (builders)
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
-
-
-def test_a_pvc_model_is_linked_into_the_cache(tmp_path: Path) -> None:
+def test_a_pvc_model_is_linked_into_the_cache(tmp_path: Path, trainer: Trainer) -> None:
     pvc_root, cache = tmp_path / "pvc", tmp_path / "cache"
     cache.mkdir()
     base = checkpoint(pvc_root / "models" / "base")
-    proc = run_fetch("pvc://models/base", cache, pvc_root)
+    proc = trainer.fetch("pvc://models/base", cache, pvc_root)
     assert proc.returncode == 0, proc.stderr
     assert (cache / "model").resolve() == base.resolve()
     assert f"base model pvc://models/base -> {base}" in proc.stderr
@@ -51,8 +36,8 @@ def test_a_new_model_replaces_the_link_in_place(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "new", "old"]
 
 
-def test_a_missing_model_exits_with_the_documented_code(tmp_path: Path) -> None:
-    proc = run_fetch(f"file://{tmp_path}/nowhere", tmp_path, tmp_path)
+def test_a_missing_model_exits_with_the_documented_code(tmp_path: Path, trainer: Trainer) -> None:
+    proc = trainer.fetch(f"file://{tmp_path}/nowhere", tmp_path, tmp_path)
     assert proc.returncode == ExitCode.MODEL_NOT_FOUND, proc.stderr
     assert "cannot fetch the base model" in proc.stderr and "no such file or directory" in proc.stderr
     assert not (tmp_path / "model").exists()

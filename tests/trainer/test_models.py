@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 from huggingface_hub.errors import HfHubHTTPError
+from pydantic import ValidationError
 
 from loraplane.api.artifact import sha256_file
 from loraplane.api.common import ModelSource, SecretKeyRef
@@ -36,7 +37,7 @@ from loraplane.trainer.errors import (
     TrainerError,
 )
 from loraplane.trainer.models import HubContext, ResolvedModel, map_hf_error, map_modelscope_error, resolve_model
-from tests.trainer.tiny import build_tiny_gguf, populate_hf_cache
+from tests.support.tiny import build_tiny_gguf, populate_hf_cache
 
 SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -202,8 +203,12 @@ def test_pvc_path_resolves_under_pvc_root(tiny_model: Path, tmp_path: Path) -> N
 
     with pytest.raises(ModelNotFound, match=str(pvc_root / "models" / "base" / "other")):
         resolve("pvc://models/base/other", tmp_path / "cache", pvc_root=pvc_root)
+    # Admission refuses `..` (the URI pattern); the trainer still refuses it itself (defence in depth).
+    with pytest.raises(ValidationError, match="uri"):
+        ModelSource(uri="pvc://models/../../etc")
+    escaping = ModelSource.model_construct(uri="pvc://models/../../etc", trust_remote_code=False, token_secret_ref=None)
     with pytest.raises(InvalidSpec, match="inside the claim"):
-        resolve("pvc://models/../../etc", tmp_path / "cache", pvc_root=pvc_root)
+        resolve_model(escaping, cache_dir=tmp_path / "cache", pvc_root=pvc_root, token=None)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

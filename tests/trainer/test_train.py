@@ -6,7 +6,6 @@ import json
 import math
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,30 +17,7 @@ from loraplane.api.artifact import verify
 from loraplane.api.exit_codes import ExitCode
 from loraplane.api.result import PROGRESS_LINE_PREFIX as PREFIX
 from loraplane.trainer.progress import COMPLETE_MARKER
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def run_trainer(spec: Path, *extra: str, procs: int = 1) -> subprocess.CompletedProcess[str]:
-    """The trainer as a process (under torchrun with `procs` > 1), with a termination log next to the spec."""
-    launcher = [sys.executable, "-m"] + (
-        ["torch.distributed.run", "--standalone", f"--nproc_per_node={procs}", "-m"] if procs > 1 else []
-    )
-    return subprocess.run(
-        [
-            *launcher,
-            "loraplane.trainer",
-            "--spec",
-            str(spec),
-            "--termination-log",
-            str(spec.with_suffix(".term")),
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
-    )
+from tests.support.trainer import Trainer
 
 
 def progress_lines(stdout: str) -> list[dict[str, Any]]:
@@ -54,9 +30,9 @@ def termination(spec: Path) -> dict[str, Any]:
     return dict(json.loads(text))
 
 
-def test_trains_a_servable_adapter_with_result(make_spec: Callable[..., Path]) -> None:
+def test_trains_a_servable_adapter_with_result(make_spec: Callable[..., Path], trainer: Trainer) -> None:
     spec = make_spec()
-    proc = run_trainer(spec)
+    proc = trainer.run(spec)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = Path(json.loads(spec.read_text())["outputDir"])
     result = json.loads((out / "result.json").read_text())
@@ -92,14 +68,14 @@ def test_trains_a_servable_adapter_with_result(make_spec: Callable[..., Path]) -
     assert term["evaluation"]["base_loss"] == ev["base_loss"] and "samples" not in term["evaluation"]
 
 
-def test_merged_model_answers_like_base_plus_adapter(make_spec: Callable[..., Path]) -> None:
+def test_merged_model_answers_like_base_plus_adapter(make_spec: Callable[..., Path], trainer: Trainer) -> None:
     """output.merge: a plain checkpoint (merge_and_unload) next to the adapter, with the same logits."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     spec = make_spec(merge=True, training={"maxSteps": 4})
-    proc = run_trainer(spec)
+    proc = trainer.run(spec)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = Path(json.loads(spec.read_text())["outputDir"])
     base_path = json.loads(spec.read_text())["baseModel"]["uri"].removeprefix("file://")
@@ -115,9 +91,9 @@ def test_merged_model_answers_like_base_plus_adapter(make_spec: Callable[..., Pa
     assert verify(out) == [], "result.json's digests cover the merged files too"
 
 
-def test_truncation_is_counted(make_spec: Callable[..., Path]) -> None:
+def test_truncation_is_counted(make_spec: Callable[..., Path], trainer: Trainer) -> None:
     spec = make_spec(training={"maxSeqLength": 24, "maxSteps": 2})
-    proc = run_trainer(spec)
+    proc = trainer.run(spec)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = Path(json.loads(spec.read_text())["outputDir"])
     metrics = json.loads((out / "result.json").read_text())["metrics"]
@@ -136,33 +112,27 @@ def test_truncation_is_counted(make_spec: Callable[..., Path]) -> None:
     ],
 )
 def test_failures_have_their_exit_code_and_message(
-    make_spec: Callable[..., Path], sections: dict[str, Any], code: ExitCode, words: str
+    make_spec: Callable[..., Path], trainer: Trainer, sections: dict[str, Any], code: ExitCode, words: str
 ) -> None:
     spec = make_spec(**sections)
-    proc = run_trainer(spec)
+    proc = trainer.run(spec)
     assert proc.returncode == code, proc.stderr[-3000:]
     term = termination(spec)
     assert term["ok"] is False and term["code"] == code and words in term["message"]
 
 
-def test_bad_data_record_is_named(make_spec: Callable[..., Path], tmp_path: Path) -> None:
+def test_bad_data_record_is_named(make_spec: Callable[..., Path], trainer: Trainer, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"instruction": "q", "output": "a"}\n{"instruction": "q2"}\n')
     spec = make_spec(dataset={"uri": f"file://{bad}", "format": "Alpaca"})
-    proc = run_trainer(spec)
+    proc = trainer.run(spec)
     assert proc.returncode == ExitCode.INVALID_DATA
     assert "record 2" in termination(spec)["message"]
 
 
-def _run_until_step(spec: Path, step: int, sig: int) -> tuple[int, list[dict[str, Any]]]:
+def _run_until_step(trainer: Trainer, spec: Path, step: int, sig: int) -> tuple[int, list[dict[str, Any]]]:
     """Start the trainer, send `sig` once it logged `step`, return its exit code and progress lines."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "loraplane.trainer", "--spec", str(spec)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=REPO,
-    )
+    proc = trainer.start(spec, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert proc.stdout is not None
     lines: list[dict[str, Any]] = []
     deadline = time.monotonic() + 300
@@ -179,26 +149,28 @@ def _run_until_step(spec: Path, step: int, sig: int) -> tuple[int, list[dict[str
 
 
 @pytest.mark.slow
-def test_sigterm_and_sigkill_then_resume_matches_uninterrupted_run(make_spec: Callable[..., Path]) -> None:
+def test_sigterm_and_sigkill_then_resume_matches_uninterrupted_run(
+    make_spec: Callable[..., Path], trainer: Trainer
+) -> None:
     training = {"maxSteps": 30, "checkpointSteps": 5, "batchSize": 4}
     reference = make_spec("reference", training=training, evaluation={"maxSamples": 1})
-    assert run_trainer(reference).returncode == 0
+    assert trainer.run(reference).returncode == 0
     ref = json.loads((Path(json.loads(reference.read_text())["outputDir"]) / "result.json").read_text())
 
     spec = make_spec("interrupted", training=training, evaluation={"maxSamples": 1})
     out = Path(json.loads(spec.read_text())["outputDir"])
-    code, lines = _run_until_step(spec, 7, signal.SIGTERM)
+    code, lines = _run_until_step(trainer, spec, 7, signal.SIGTERM)
     assert code == ExitCode.INTERRUPTED
     saved = sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*") if (p / COMPLETE_MARKER).exists())
     assert saved, "SIGTERM must leave a complete checkpoint"
     stopped_at = int(saved[-1].split("-")[1])
     assert stopped_at >= 7
 
-    code, lines = _run_until_step(spec, stopped_at + 6, signal.SIGKILL)
+    code, lines = _run_until_step(trainer, spec, stopped_at + 6, signal.SIGKILL)
     assert code == -signal.SIGKILL
     assert lines[0]["step"] > stopped_at, "the second run must continue the global step, not restart"
 
-    final = run_trainer(spec)
+    final = trainer.run(spec)
     assert final.returncode == 0, final.stderr[-3000:]
     first = progress_lines(final.stdout)[0]["step"]
     assert first > stopped_at
@@ -208,9 +180,9 @@ def test_sigterm_and_sigkill_then_resume_matches_uninterrupted_run(make_spec: Ca
 
 
 @pytest.mark.slow
-def test_two_process_ddp_with_gloo(make_spec: Callable[..., Path]) -> None:
+def test_two_process_ddp_with_gloo(make_spec: Callable[..., Path], trainer: Trainer) -> None:
     spec = make_spec("ddp", training={"maxSteps": 6, "batchSize": 4}, evaluation={"maxSamples": 2})
-    proc = run_trainer(spec, procs=2)
+    proc = trainer.run(spec, procs=2)
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = Path(json.loads(spec.read_text())["outputDir"])
     result = json.loads((out / "result.json").read_text())
@@ -218,12 +190,12 @@ def test_two_process_ddp_with_gloo(make_spec: Callable[..., Path]) -> None:
     assert proc.stderr.count("world size 2") == 2, "both ranks must train"
 
 
-def test_gradient_checkpointing_trains_the_same_adapter(make_spec: Callable[..., Path]) -> None:
+def test_gradient_checkpointing_trains_the_same_adapter(make_spec: Callable[..., Path], trainer: Trainer) -> None:
     """Recomputing activations in the backward pass trades time for memory, never the result."""
     losses = []
     for checkpointing in (False, True):
         spec = make_spec(f"gc-{checkpointing}", training={"maxSteps": 3, "gradientCheckpointing": checkpointing})
-        proc = run_trainer(spec)
+        proc = trainer.run(spec)
         assert proc.returncode == 0, proc.stderr[-3000:]
         out = Path(json.loads(spec.read_text())["outputDir"])
         metrics = json.loads((out / "result.json").read_text())["metrics"]
@@ -250,21 +222,16 @@ def test_out_of_memory_is_its_own_exit_code(make_spec: Callable[..., Path], monk
     assert term["reason"] == "OutOfMemory" and "spec.training.batchSize" in term["message"]
 
 
-def test_a_terminal_gets_a_progress_bar_and_stdout_keeps_only_lines(make_spec: Callable[..., Path]) -> None:
+def test_a_terminal_gets_a_progress_bar_and_stdout_keeps_only_lines(
+    make_spec: Callable[..., Path], trainer: Trainer
+) -> None:
     """stderr on a terminal: a rich bar (steps, loss) is drawn there; stdout (read by programs) is untouched."""
     import os
     import pty
 
     spec = make_spec(training={"maxSteps": 3})
     leader, follower = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "loraplane.trainer", "--spec", str(spec)],
-        stdout=subprocess.PIPE,
-        stderr=follower,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "COLUMNS": "120"},
-    )
+    proc = trainer.start(spec, stdout=subprocess.PIPE, stderr=follower, env={**os.environ, "COLUMNS": "120"})
     os.close(follower)
     terminal = b""
     while True:
@@ -283,12 +250,12 @@ def test_a_terminal_gets_a_progress_bar_and_stdout_keeps_only_lines(make_spec: C
     assert all(line.startswith(PREFIX) for line in stdout.splitlines()), stdout[-2000:]
 
 
-def test_all_linear_targets_every_linear_layer_but_the_head(make_spec: Callable[..., Path]) -> None:
+def test_all_linear_targets_every_linear_layer_but_the_head(make_spec: Callable[..., Path], trainer: Trainer) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
     spec = make_spec(lora={"targetModules": ["all-linear"]}, training={"maxSteps": 1})
-    proc = run_trainer(spec)
+    proc = trainer.run(spec)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = Path(json.loads(spec.read_text())["outputDir"])
     result = json.loads((out / "result.json").read_text())

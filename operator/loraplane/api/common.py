@@ -17,11 +17,25 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 CATEGORY = "loraplane"
 
+# Building blocks of the URI patterns. Every path inside a URI is refused at admission (by the CRD
+# schema and by the same pattern in the model) when it could leave the place it names: a `.` or `..`
+# segment (any all-dots segment), an empty segment (`//`: os.path.join reads the rest as an absolute
+# path), a backslash or a control character (NUL, newline, ...). A trailing `/` is allowed. The patterns are plain RE2
+# (no look-around), so the API server (Go), pydantic (Rust) and Python's `re` read them alike.
+_PATH_CHAR = r"[^/\\\x00-\x1f\x7f]"
+_PATH_NON_DOT = r"[^/.\\\x00-\x1f\x7f]"
+PATH_SEGMENT_PATTERN = rf"\.*{_PATH_NON_DOT}{_PATH_CHAR}*"  # one segment with something besides dots
+SAFE_PATH_PATTERN = rf"{PATH_SEGMENT_PATTERN}(/{PATH_SEGMENT_PATTERN})*/?"  # relative, stays inside its root
+_HUB_NAME = r"\.*[\w-][\w.-]*"  # a repo name or revision segment, not all dots
+HUB_REPO_PATTERN = rf"[A-Za-z0-9][\w.-]*/{_HUB_NAME}(@{_HUB_NAME}(/{_HUB_NAME})*)?"  # ORG/NAME[@REVISION]
+CLAIM_PATTERN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+SAFE_PATH_HELP = "paths may not contain . or .. segments, empty segments (//), backslashes or control characters"
+
 # URI schemes a model may come from.
 MODEL_URI_PATTERN = (
-    r"^(hf|modelscope)://[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$"
-    r"|^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/.+$"
-    r"|^file:///.+$"
+    rf"^(hf|modelscope)://{HUB_REPO_PATTERN}$"
+    rf"|^pvc://{CLAIM_PATTERN}/{SAFE_PATH_PATTERN}$"
+    rf"|^file:///{SAFE_PATH_PATTERN}$"
     r"|^builtin://[a-z0-9][a-z0-9.-]*$"
 )
 MODEL_URI_HELP = (
@@ -91,7 +105,11 @@ class ModelSource(K8sModel):
         Field(
             pattern=MODEL_URI_PATTERN,
             max_length=1024,
-            description="Base model location: " + MODEL_URI_HELP + ". Pin a revision for reproducible runs.",
+            description="Base model location: "
+            + MODEL_URI_HELP
+            + ". Pin a revision for reproducible runs; "
+            + SAFE_PATH_HELP
+            + ".",
         ),
     ]
     trust_remote_code: Annotated[

@@ -102,6 +102,7 @@ class SourceReason:
     NAMESPACE_NOT_ALLOWED = "NamespaceNotAllowed"
     NAME_TAKEN = "PublicNameTaken"
     UNSUPPORTED_URI = "UnsupportedAdapterUri"
+    INCOMPATIBLE = "IncompatibleAdapter"
 
 
 # The trainer's exit code -> the reason the trainer reports and the operator writes into the condition.

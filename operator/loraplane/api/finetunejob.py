@@ -7,7 +7,11 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field
 
 from loraplane.api.common import (
+    CLAIM_PATTERN,
     DNS_LABEL_PATTERN,
+    HUB_REPO_PATTERN,
+    SAFE_PATH_HELP,
+    SAFE_PATH_PATTERN,
     Conditions,
     CrdInfo,
     K8sModel,
@@ -19,15 +23,15 @@ from loraplane.api.common import (
 )
 
 DATASET_URI_PATTERN = (
-    r"^(hf|modelscope)://[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?(/.*)?$"
-    r"|^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/.+$"
-    r"|^configmap://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[-._a-zA-Z0-9]+$"
-    r"|^file:///.+$"
+    rf"^(hf|modelscope)://{HUB_REPO_PATTERN}(/{SAFE_PATH_PATTERN})?$"
+    rf"|^pvc://{CLAIM_PATTERN}/{SAFE_PATH_PATTERN}$"
+    r"|^configmap://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/\.*[-_a-zA-Z0-9][-._a-zA-Z0-9]*$"
+    rf"|^file:///{SAFE_PATH_PATTERN}$"
     r"|^builtin://[a-z0-9-]+$"
 )
 DATASET_URI_HELP = (
     "one of hf://ORG/NAME[@REVISION][/FILE], modelscope://ORG/NAME[@REVISION][/FILE], pvc://CLAIM/PATH, "
-    "configmap://NAME/KEY, file:///PATH or builtin://NAME (demo data shipped with Loraplane)"
+    "configmap://NAME/KEY, file:///PATH or builtin://NAME (demo data shipped with Loraplane); " + SAFE_PATH_HELP
 )
 
 BuiltinTemplate = Literal[
@@ -213,7 +217,7 @@ class EvaluationSpec(K8sModel):
         Field(
             pattern=DATASET_URI_PATTERN,
             max_length=1024,
-            description="Separate held-out data; default: the validation split.",
+            description="Separate held-out data (same URI forms as spec.dataset.uri); default: the validation split.",
         ),
     ] = None
     metric: Annotated[

@@ -7,7 +7,11 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field
 
 from loraplane.api.common import (
+    CLAIM_PATTERN,
     DNS_LABEL_PATTERN,
+    HUB_REPO_PATTERN,
+    SAFE_PATH_HELP,
+    SAFE_PATH_PATTERN,
     Conditions,
     CrdInfo,
     K8sModel,
@@ -19,7 +23,7 @@ from loraplane.api.common import (
 
 PUBLIC_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$"
 ADAPTER_URI_PATTERN = (
-    r"^(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/.+|file:///.+|(hf|modelscope)://[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?)$"
+    rf"^(pvc://{CLAIM_PATTERN}/{SAFE_PATH_PATTERN}|file:///{SAFE_PATH_PATTERN}|(hf|modelscope)://{HUB_REPO_PATTERN})$"
 )
 
 
@@ -43,7 +47,8 @@ class AdapterSource(K8sModel):
         Field(
             pattern=ADAPTER_URI_PATTERN,
             max_length=1024,
-            description="An adapter artifact (PEFT directory with result.json).",
+            description="An adapter artifact (PEFT directory with result.json): pvc://CLAIM/PATH, "
+            "file:///PATH, hf://ORG/NAME[@REVISION] or modelscope://ORG/NAME[@REVISION]; " + SAFE_PATH_HELP + ".",
         ),
     ] = None
     selector: Annotated[

@@ -10,6 +10,10 @@ Rules (GitOps: the spec in git says *how* to pick a version; nothing writes any 
 * `uri` names an artifact directly (its sha256 is then unknown to the operator; the router still checks
   the files against the artifact's own result.json before loading).
 * A source in another namespace is refused unless that namespace is in `spec.allowedNamespaces`.
+* A FineTuneJob's adapter is refused before it reaches the router when the server cannot load it
+  correctly: trained on another base model than `spec.baseModel.uri` (a hub URI without a revision on
+  either side matches any revision of that repository), or with a LoRA rank above
+  `spec.vllm.maxLoraRank`. vLLM's own refusal stays the last line of defence, not the first.
 * Public names are global in the router: when two ModelServers (in any namespaces) claim the same
   public name, the oldest ModelServer keeps it and the others report the collision.
 
@@ -26,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from loraplane.api.conditions import SourceReason
+from loraplane.api.finetunejob import LoraSpec
 from loraplane.api.modelserver import AdapterSource, ModelServerSpec, ResolvedAdapter, ServedAdapter
 from loraplane.operator.pods import pvc_claim
 
@@ -46,10 +51,13 @@ class JobInfo:
     gate_passed: bool = False
     uri: str = ""
     sha256: str = ""
+    base_model: str = ""  # URI[@REVISION] the run trained on ("" = unknown: not checked)
+    lora_rank: int = 0  # the run's spec.lora.r (0 = unknown: not checked)
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> JobInfo:
         meta = obj.get("metadata") or {}
+        spec = obj.get("spec") or {}
         status = obj.get("status") or {}
         conds = {c.get("type"): c.get("status") for c in status.get("conditions") or [] if isinstance(c, Mapping)}
         adapter = status.get("adapter") or {}
@@ -69,11 +77,60 @@ class JobInfo:
             gate_passed=gate,
             uri=str(adapter.get("uri") or ""),
             sha256=str(adapter.get("sha256") or ""),
+            base_model=_trained_on(spec, adapter),
+            lora_rank=int((spec.get("lora") or {}).get("r") or LoraSpec().r),
         )
 
     @property
     def servable(self) -> bool:
         return self.succeeded and self.gate_passed and bool(self.uri)
+
+
+def _trained_on(spec: Mapping[str, Any], adapter: Mapping[str, Any]) -> str:
+    """The base model a run trained on: as its status.adapter records it, else its spec.baseModel.uri."""
+    recorded = str(adapter.get("baseModel") or "")
+    if recorded:
+        revision = str(adapter.get("baseModelRevision") or "")
+        return f"{recorded}@{revision}" if revision else recorded
+    return str((spec.get("baseModel") or {}).get("uri") or "")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the server's replicas can load correctly: adapters of its base model up to its LoRA rank."""
+
+    base_model: str
+    max_lora_rank: int
+
+    @classmethod
+    def of(cls, spec: ModelServerSpec) -> Target:
+        return cls(spec.base_model.uri, spec.vllm.max_lora_rank)
+
+
+def same_base_model(trained: str, served: str) -> bool:
+    """Whether an adapter trained on `trained` fits the base model `served` (two base model URIs).
+
+    Equal URIs (a trailing `/` aside) match. Hub URIs (hf://, modelscope://) match when they name the
+    same repository and, if both pin a revision, the same one: an unpinned side cannot be told apart.
+    """
+    if trained.rstrip("/") == served.rstrip("/"):
+        return True
+    if not (trained.startswith(("hf://", "modelscope://")) and served.startswith(("hf://", "modelscope://"))):
+        return False
+    (repo_a, _, rev_a), (repo_b, _, rev_b) = trained.partition("@"), served.partition("@")
+    return repo_a == repo_b and (not rev_a or not rev_b or rev_a == rev_b)
+
+
+def incompatibility(job: JobInfo, target: Target) -> str | None:
+    """Why the server cannot load `job`'s adapter correctly, naming fields and values; None when it can."""
+    problems = []
+    if job.base_model and not same_base_model(job.base_model, target.base_model):
+        problems.append(f"its base model {job.base_model} differs from spec.baseModel.uri {target.base_model}")
+    if job.lora_rank > target.max_lora_rank:
+        problems.append(
+            f"its LoRA rank {job.lora_rank} (spec.lora.r) exceeds spec.vllm.maxLoraRank {target.max_lora_rank}"
+        )
+    return "; ".join(problems) or None
 
 
 @dataclass(frozen=True)
@@ -160,6 +217,7 @@ def resolve_source(
     namespace: str,
     allowed: Sequence[str],
     jobs: Sequence[JobInfo],
+    target: Target | None = None,
 ) -> SourceResult:
     """One source (stable or canary) to a version, or the issue that prevents it."""
     ns = source.namespace or namespace
@@ -184,15 +242,12 @@ def resolve_source(
             return SourceResult(
                 None, Issue("Degraded", SourceReason.NOT_FOUND, f"{where}.fineTuneJob: FineTuneJob {label} not found")
             )
-        return _pinned(job, label, where)
+        return _pinned(job, label, where, target)
     assert source.selector is not None  # the CRD's CEL rule: exactly one source
     wanted = source.selector.match_labels
     best = newest_servable(jobs, ns, wanted)
     if best is not None:
-        problem = _unsupported(best.uri)
-        if problem:
-            return SourceResult(None, Issue("Degraded", SourceReason.UNSUPPORTED_URI, f"{where}: {problem}"))
-        return SourceResult(Version(best.uri, best.sha256, _label(ns, best.name, namespace)))
+        return _servable(best, _label(ns, best.name, namespace), where, target)
     selected = [j for j in jobs if j.namespace == ns and matches(j, wanted)]
     text = ",".join(f"{k}={v}" for k, v in sorted(wanted.items()))
     if not selected:
@@ -206,7 +261,7 @@ def resolve_source(
     return SourceResult(None, Issue("Progressing" if running else "Degraded", SourceReason.NOTHING_PASSED, message))
 
 
-def _pinned(job: JobInfo, label: str, where: str) -> SourceResult:
+def _pinned(job: JobInfo, label: str, where: str, target: Target | None) -> SourceResult:
     field_ = f"{where}.fineTuneJob"
     if job.failed:
         return SourceResult(None, Issue("Degraded", SourceReason.FAILED, f"{field_}: FineTuneJob {label} failed"))
@@ -226,9 +281,18 @@ def _pinned(job: JobInfo, label: str, where: str) -> SourceResult:
         return SourceResult(
             None, Issue("Degraded", SourceReason.NO_ADAPTER, f"{field_}: FineTuneJob {label} reports no adapter")
         )
+    return _servable(job, label, field_, target)
+
+
+def _servable(job: JobInfo, label: str, field_: str, target: Target | None) -> SourceResult:
+    """The version of a run that succeeded and passed, unless the server cannot load it (then the issue)."""
     problem = _unsupported(job.uri)
     if problem:
         return SourceResult(None, Issue("Degraded", SourceReason.UNSUPPORTED_URI, f"{field_}: {problem}"))
+    mismatch = incompatibility(job, target) if target is not None else None
+    if mismatch:
+        message = f"{field_}: the adapter of FineTuneJob {label} is not loaded: {mismatch}"
+        return SourceResult(None, Issue("Degraded", SourceReason.INCOMPATIBLE, message))
     return SourceResult(Version(job.uri, job.sha256, label))
 
 
@@ -290,11 +354,20 @@ def source_namespaces(spec: ModelServerSpec, namespace: str) -> list[str]:
 # ------------------------------------------------------------------------------------------- everything
 
 
-def _previous(previous: Sequence[ResolvedAdapter], name: str) -> Version | None:
+def _previous(
+    previous: Sequence[ResolvedAdapter], name: str, jobs: Sequence[JobInfo], target: Target | None, namespace: str
+) -> tuple[Version | None, str | None]:
+    """The version served before, to keep serving; none when its run no longer fits the server (and why)."""
     prev = next((p for p in previous if p.name == name and p.uri), None)
     if prev is None:
-        return None
-    return Version(prev.uri, prev.sha256, prev.fine_tune_job)
+        return None, None
+    if prev.fine_tune_job and target is not None:
+        ns, _, job_name = prev.fine_tune_job.rpartition("/")
+        job = next((j for j in jobs if j.namespace == (ns or namespace) and j.name == job_name), None)
+        mismatch = incompatibility(job, target) if job is not None else None
+        if mismatch:
+            return None, f"the previously served FineTuneJob {prev.fine_tune_job} is not kept either: {mismatch}"
+    return Version(prev.uri, prev.sha256, prev.fine_tune_job), None
 
 
 def resolve_adapter(
@@ -307,6 +380,7 @@ def resolve_adapter(
     previous: Sequence[ResolvedAdapter],
     owner: Claim | None = None,
     me: Claim | None = None,
+    target: Target | None = None,
 ) -> AdapterPlan:
     where = f"spec.adapters[{index}]"
     issues: list[Issue] = []
@@ -320,18 +394,27 @@ def resolve_adapter(
             )
         )
         return AdapterPlan(served.name, None, issues=tuple(issues), blocked=True)
-    stable = resolve_source(served.source, f"{where}.source", namespace=namespace, allowed=allowed, jobs=jobs)
+    stable = resolve_source(
+        served.source, f"{where}.source", namespace=namespace, allowed=allowed, jobs=jobs, target=target
+    )
     version, fallback = stable.version, False
     if stable.issue:
         issues.append(stable.issue)
     if version is None:
-        version = _previous(previous, served.name)
+        version, dropped = _previous(previous, served.name, jobs, target, namespace)
         fallback = version is not None
+        if dropped and not (stable.issue and stable.issue.reason == SourceReason.INCOMPATIBLE):
+            issues.append(Issue("Degraded", SourceReason.INCOMPATIBLE, f"{where}: {dropped}"))
     canary: Version | None = None
     weight = 0
     if served.canary is not None:
         result = resolve_source(
-            served.canary.source, f"{where}.canary.source", namespace=namespace, allowed=allowed, jobs=jobs
+            served.canary.source,
+            f"{where}.canary.source",
+            namespace=namespace,
+            allowed=allowed,
+            jobs=jobs,
+            target=target,
         )
         if result.issue:
             issues.append(result.issue)
@@ -351,14 +434,23 @@ def resolve_all(
     claims: Mapping[str, Iterable[Claim]] | None = None,
     me: Claim | None = None,
 ) -> list[AdapterPlan]:
-    """Every public name of the spec, in spec order."""
+    """Every public name of the spec, in spec order; only versions this server can load correctly."""
     allowed = list(spec.allowed_namespaces or [])
+    target = Target.of(spec)
     plans = []
     for i, served in enumerate(spec.adapters):
         owner = name_owner(list((claims or {}).get(served.name, []))) if me is not None else None
         plans.append(
             resolve_adapter(
-                served, i, namespace=namespace, allowed=allowed, jobs=jobs, previous=previous, owner=owner, me=me
+                served,
+                i,
+                namespace=namespace,
+                allowed=allowed,
+                jobs=jobs,
+                previous=previous,
+                owner=owner,
+                me=me,
+                target=target,
             )
         )
     return plans

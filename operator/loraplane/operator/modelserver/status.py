@@ -7,9 +7,10 @@ Conditions (all carry observedGeneration, so Argo CD / Flux can tell whether the
 * `Progressing` the cluster is converging: pods rolling out or starting, a new adapter version loading
                 before traffic shifts, a pinned FineTuneJob still training.
 * `Degraded`    drift the controller cannot fix by itself: an invalid spec, a source that does not
-                resolve (job missing, failed, gate failed, namespace not allowed), a public name another
-                ModelServer owns, the router unreachable or refusing the route, an adapter a replica
-                refuses to load, pods that cannot start (image pull, crash loop).
+                resolve (job missing, failed, gate failed, namespace not allowed), an adapter trained on
+                another base model or above spec.vllm.maxLoraRank, a public name another ModelServer
+                owns, the router unreachable or refusing the route, an adapter a replica refuses to
+                load, pods that cannot start (image pull, crash loop).
 `Accepted` (and `Failed` for an invalid spec) come from the shared admission rules.
 """
 

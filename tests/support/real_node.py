@@ -1,14 +1,16 @@
-"""Helpers of the end-to-end tests: the local registry's images and waiting for real pods."""
+"""The real node's helpers, for tests/e2e/ and the benches: the local registry's images, the install with
+manifests/overlays/local, restricted namespaces, waiting for real pods."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import urllib.error
 import urllib.request
 from typing import Any
 
-from tests.kube_harness import Cluster, poll
+from tests.support.kube import REPO, Cluster, poll
 
 REGISTRY_PORT = os.environ.get("LORAPLANE_REGISTRY_PORT", "5000")
 REGISTRY = f"localhost:{REGISTRY_PORT}/loraplane"
@@ -60,3 +62,40 @@ def wait_pods_ready(c: Cluster, ns: str, selector: str, count: int, timeout: flo
         return good if len(good) >= count else None
 
     return poll(f"{count} Ready pod(s) {selector} in {ns}", ready, timeout=timeout, interval=1)  # type: ignore[no-any-return]
+
+
+def install_local_overlay(c: Cluster, timeout_s: int = 600) -> None:
+    """`kubectl apply -k manifests/overlays/local` as a user would; returns once operator and router rolled out.
+
+    The router's admin key is the one Secret a user creates by hand (router-admin-secret.example.yaml).
+    Idempotent: a second call on the same cluster re-applies and waits again.
+    """
+    c.kubectl("create", "namespace", SYSTEM_NS, check=False)
+    c.kubectl(
+        "create", "secret", "generic", "loraplane-router-admin", "-n", SYSTEM_NS,
+        f"--from-literal=key={secrets.token_urlsafe(24)}", check=False,
+    )  # fmt: skip
+    # The CRDs first (the custom resources of the same apply need them established), then the rest.
+    c.kubectl("apply", "-k", str(REPO / "manifests/crds"))
+    c.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    c.kubectl("apply", "-k", str(REPO / "manifests/overlays/local"))
+    for name in ("loraplane-operator", "loraplane-router"):
+        c.kubectl("rollout", "status", f"deployment/{name}", "-n", SYSTEM_NS, f"--timeout={timeout_s}s")
+
+
+def restricted_namespace(c: Cluster, prefix: str) -> str:
+    """A new namespace that enforces Pod Security `restricted`, with its default ServiceAccount."""
+    name = f"{prefix}-{secrets.token_hex(3)}"
+    c.kubectl("create", "namespace", name)
+    c.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
+    poll(
+        f"ServiceAccount default in {name}",
+        lambda: c.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
+    )
+    return name
+
+
+def router_url(c: Cluster) -> str:
+    """The router Service's ClusterIP URL (this host reaches ClusterIPs through the node's bridge)."""
+    ip = c.get("service", "loraplane-router", "-n", SYSTEM_NS)["spec"]["clusterIP"]
+    return f"http://{ip}:8000"

@@ -24,8 +24,7 @@ from typing import Any
 
 from loraplane.api.result import RESULT_FILE, AdapterFiles, Evaluation, ResultSummary
 from loraplane.serving import proctree
-from tests.kube_harness import Cluster, OperatorProcess, free_port, poll
-from tests.operator.conftest import Kube, ftj
+from tests.support.kube import Cluster, Kube, OperatorProcess, free_port, ftj, poll
 
 ADMIN = "/admin/v1/servers/"
 
@@ -202,16 +201,6 @@ def swapped_operator(
         op.stop()
         print(f"\nModelServer operator log: {log_path}")
         session_operator.start()
-
-
-def new_namespace(cluster: Cluster) -> str:
-    name = f"t-{secrets.token_hex(4)}"
-    cluster.kubectl("create", "namespace", name)
-    poll(
-        f"ServiceAccount default in {name}",
-        lambda: cluster.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
-    )
-    return name
 
 
 class Ms:

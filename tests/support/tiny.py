@@ -5,7 +5,7 @@ Everything here is deterministic and takes well under two seconds:
 - :func:`build_tokenizer`: a byte-level BPE tokenizer (vocabulary ~1000) trained on generated English and digits,
   with ChatML special tokens and a ChatML ``chat_template``;
 - :func:`build_tiny_llama`: a randomly initialised 2-layer Llama (head_dim 32, which vLLM's CPU attention kernel
-  accepts) saved as a plain safetensors checkpoint together with the tokenizer;
+  accepts) saved as a plain safetensors checkpoint together with the tokenizer (:func:`build_tiny_base`: both);
 - :func:`build_tiny_gguf`: the same checkpoint written as a llama.cpp GGUF file (F32, F16 or Q8_0);
 - :func:`populate_hf_cache`: a Hugging Face hub cache laid out exactly as ``huggingface_hub.snapshot_download`` leaves
   it, so ``snapshot_download(..., cache_dir=...)`` finds the model without any network.
@@ -122,6 +122,11 @@ def build_tiny_llama(
     LlamaForCausalLM(config).save_pretrained(directory)  # type: ignore[no-untyped-call]
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def build_tiny_base(root: Path) -> Path:
+    """The tests' tiny model: `build_tokenizer` in root/tokenizer, `build_tiny_llama` in root/model (returned)."""
+    return build_tiny_llama(root / "model", build_tokenizer(root / "tokenizer"))
 
 
 def _llama_cpp_permute(weights: Any, n_head: int) -> Any:

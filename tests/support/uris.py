@@ -1,0 +1,29 @@
+"""URIs every URI field of the CRDs refuses (path traversal) or still admits: shared by the admission tests of the
+pydantic models (tests/test_api.py) and of the generated CRD patterns (tests/test_crds.py)."""
+
+# Refused by every URI field: `.`/`..` (any all-dots) segments, empty segments, backslashes, control characters.
+TRAVERSALS = [
+    "pvc://data/../../etc/passwd",
+    "pvc://data/..",
+    "pvc://data/x/../../../etc",
+    "pvc://data/./x.jsonl",
+    "pvc://data/.../x",
+    "pvc://data//etc/passwd",
+    "pvc://data/..\\..\\etc",
+    "pvc://data/x\x00.jsonl",
+    "pvc://data/x.jsonl\n",
+    "file:///models/../etc/passwd",
+    "file:////etc/passwd",
+    "hf://Qwen/..",
+    "hf://Qwen/Qwen2.5-7B-Instruct@../../x",
+    "modelscope://qwen/Qwen-7B@v1/./x",
+]
+# Still admitted: dots inside names, hidden files, a trailing slash, branch revisions with slashes, spaces.
+SAFE_URIS = [
+    "pvc://data/.hidden/a..b/x.jsonl",
+    "pvc://data/..x/x...y",
+    "pvc://data/medical dir/",
+    "file:///models/qwen/",
+    "hf://Qwen/Qwen2.5-7B-Instruct@refs/pr/1",
+    "hf://Qwen/Qwen2.5-7B-Instruct@v1.0.4",
+]
