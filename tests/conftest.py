@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from tests.support import local_mode
-from tests.support.kube import REPO, Cluster, OperatorProcess, new_namespace, service_account_kubeconfig, start_cluster
+from tests.support.kube import (
+    REPO,
+    Cluster,
+    OperatorProcess,
+    new_namespace,
+    service_account_kubeconfig,
+    session_cluster,
+)
 
 # The serving fixtures (tiny base, adapters, the vLLM pair) are shared by tests/serving and tests/operator; the
 # process plugin stops the session on SIGTERM/SIGHUP as on Ctrl-C and fails it if a process it started outlives it.
@@ -26,10 +33,11 @@ STARTS: dict[str, frozenset[str]] = {
     # a real kube-apiserver (tests/e2e/conftest.py: `real_cluster`, with a real node)
     "cluster": frozenset({"cluster", "real_cluster"}),
     # real vLLM processes (tests/serving/fixtures.py; `loraplane serve` and `demo` start one too)
-    "vllm": frozenset({"vllm_pair", "vllm_api_server", "loraplane_serve", "loraplane_demo"}),
+    # (`loraplane`: Loraplane installed on the real node, whose tests run vLLM and the trainer in pods)
+    "vllm": frozenset({"vllm_pair", "vllm_api_server", "loraplane_serve", "loraplane_demo", "loraplane"}),
     # the trainer image's programs as processes (`python -m loraplane.trainer` and `.fetch`, tests/trainer/conftest.py),
     # or `loraplane run`/`demo`, which start the trainer
-    "trainer": frozenset({"trainer", "loraplane_cli", "long_job"}),
+    "trainer": frozenset({"trainer", "loraplane_cli", "long_job", "loraplane"}),
     # a listening socket on loopback, or HTTP to a server process (and every `cluster` and `vllm` test)
     "network": frozenset(
         {
@@ -66,14 +74,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
     No skip: if it cannot start, every test that needs it errors with the reason.
     """
-    try:
-        c, stop = start_cluster(tmp_path_factory.mktemp("cluster"))
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
+    with session_cluster(tmp_path_factory.mktemp("cluster")) as c:
         yield c
-    finally:
-        stop()
 
 
 @pytest.fixture(scope="session")

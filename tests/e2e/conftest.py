@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.kube import Cluster, start_cluster
+from tests.support.kube import Cluster, session_cluster
 from tests.support.real_node import IMAGES, REGISTRY, install_local_overlay, registry_has, restricted_namespace
 
 
@@ -29,14 +29,8 @@ def local_images() -> str:
 @pytest.fixture(scope="session")
 def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A control plane with one real node (kubelet + containerd, kube-proxy, CoreDNS, local-path)."""
-    try:
-        c, stop = start_cluster(tmp_path_factory.mktemp("real-node"), real_node=True)
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
+    with session_cluster(tmp_path_factory.mktemp("real-node"), real_node=True) as c:
         yield c
-    finally:
-        stop()
 
 
 @pytest.fixture(scope="session")

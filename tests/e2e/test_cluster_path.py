@@ -88,6 +88,14 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
     return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), {})
 
 
+def not_failed(c: Cluster, ns: str) -> dict[str, Any]:
+    """The FineTuneJob; a failed one ends the wait at once with its condition."""
+    ftj = c.get("ftj", JOB, "-n", ns)
+    if ftj.get("status", {}).get("phase") == "Failed":
+        raise AssertionError(f"FineTuneJob failed: {condition(ftj, 'Failed')}")
+    return ftj
+
+
 def trainer_pods(c: Cluster, ns: str) -> list[dict[str, Any]]:
     pods = c.get("pods", "-n", ns, "-l", f"job-name={JOB}-train")["items"]
     return sorted(pods, key=lambda p: p["metadata"]["creationTimestamp"])
@@ -121,9 +129,7 @@ def test_2_finetunejob_trains_resumes_and_succeeds(loraplane: Cluster, user_name
     c.apply(FINETUNEJOB, "-n", ns)
 
     def checkpointed() -> dict[str, Any] | None:
-        ftj = c.get("ftj", JOB, "-n", ns)
-        if ftj.get("status", {}).get("phase") == "Failed":
-            raise AssertionError(f"FineTuneJob failed: {condition(ftj, 'Failed')}")
+        ftj = not_failed(c, ns)
         step = ftj.get("status", {}).get("progress", {}).get("step", 0)
         return ftj if step >= 6 else None  # past the first checkpoint (every 4 steps)
 
@@ -133,9 +139,7 @@ def test_2_finetunejob_trains_resumes_and_succeeds(loraplane: Cluster, user_name
     c.kubectl("delete", "pod", first[0]["metadata"]["name"], "-n", ns, "--wait=false")
 
     def succeeded() -> dict[str, Any] | None:
-        ftj = c.get("ftj", JOB, "-n", ns)
-        if ftj.get("status", {}).get("phase") == "Failed":
-            raise AssertionError(f"FineTuneJob failed: {condition(ftj, 'Failed')}")
+        ftj = not_failed(c, ns)
         return ftj if ftj.get("status", {}).get("phase") == "Succeeded" else None
 
     ftj = poll("FineTuneJob Succeeded", succeeded, timeout=1500, interval=2)

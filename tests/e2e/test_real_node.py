@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.kube import Cluster, poll
-from tests.support.real_node import NODE, REGISTRY, TAG, wait_pods_ready
+from tests.support.real_node import NODE, REGISTRY, TAG, restricted_namespace, wait_pods_ready
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -79,13 +78,7 @@ def pod(name: str, script: str, *, volumes: list[dict] | None = None, mounts: li
 
 @pytest.fixture
 def restricted_ns(real_cluster: Cluster, local_images: str) -> Iterator[str]:
-    name = f"smoke-{secrets.token_hex(3)}"
-    real_cluster.kubectl("create", "namespace", name)
-    real_cluster.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
-    poll(
-        f"ServiceAccount default in {name}",
-        lambda: real_cluster.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
-    )
+    name = restricted_namespace(real_cluster, "smoke")
     yield name
     real_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 

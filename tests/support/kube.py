@@ -7,6 +7,7 @@ and RBAC are applied to it); otherwise a control plane built from Go modules is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -350,3 +351,18 @@ class Kube:
             "events", "--field-selector", f"involvedObject.name={name},involvedObject.kind=FineTuneJob"
         )["items"]
         return items
+
+
+@contextlib.contextmanager
+def session_cluster(state_dir: Path, *, real_node: bool = False) -> Iterator[Cluster]:
+    """`start_cluster` for a pytest fixture: no skip, every test that needs it errors with the reason."""
+    import pytest
+
+    try:
+        c, stop = start_cluster(state_dir, real_node=real_node)
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield c
+    finally:
+        stop()
