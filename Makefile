@@ -50,8 +50,12 @@ lint: venv ## ruff + mypy (configured in pyproject.toml) + CRDs up to date
 	@$(PY) -m loraplane.api.crdgen --check
 
 .PHONY: test
-test: venv control-plane node-deps images lint ## The whole test suite: lint, unit, integration against a real control plane, end-to-end on a real node
-	@$(PY) -m pytest --durations=25 $(PYTEST_ARGS)
+# The images go to the local registry, which `make images` starts; `make test` stops it again afterwards
+# unless it was running before, so nothing it started outlives it.
+test: venv control-plane node-deps lint ## The whole test suite: lint, unit, integration against a real control plane, end-to-end on a real node
+	@if hack/registry.sh status >/dev/null 2>&1; then keep=1; else keep=0; fi; rc=0; \
+	$(MAKE) --no-print-directory images && $(PY) -m pytest --durations=25 $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$keep = 0 ]; then hack/registry.sh down >/dev/null; fi; exit $$rc
 
 .PHONY: test-unit
 test-unit: venv ## The fast lane: every test that starts no cluster, vLLM, trainer or server, and is not slow
