@@ -14,7 +14,11 @@ cluster with `manifests/overlays/local` installed, a ModelServer on the packaged
 pod) selecting `loraplane.io/adapter=medical`, and each run a short real training in a trainer pod with a
 new seed; from Succeeded to the first answer of the new version through the router pod's Service.
 
-    python bench/rollout_latency.py [--runs 10] [--real-runs 3]
+With a claim per run (the default, `--real-store job`) the ModelServer's pods must roll to mount the new
+claim; with one claim for every run (`--real-store shared`, `spec.output.storageClaim`) the new version
+loads into the running vLLM pod.
+
+    python bench/rollout_latency.py [--runs 10] [--real-runs 3] [--real-store job|shared]
 
 Last line: `rollout_latency p50_s=<f> p99_s=<f> real_p50_s=<f> real_p99_s=<f>`. Target: p99 <= 10 s.
 """
@@ -154,9 +158,15 @@ def measure(
     return max(0.0, answers.at - watch.at), answers
 
 
-def real_job(i: int) -> dict[str, Any]:
-    """A short real training of the packaged SmolLM2 (a new seed per run, so a new adapter version)."""
-    return {
+SHARED_CLAIM = "adapters"
+
+
+def real_job(i: int, shared: bool) -> dict[str, Any]:
+    """A short real training of the packaged SmolLM2 (a new seed per run, so a new adapter version).
+
+    shared: into one adapter claim for every run (`spec.output.storageClaim`); else a claim per run.
+    """
+    job: dict[str, Any] = {
         "apiVersion": "loraplane.io/v1alpha1",
         "kind": "FineTuneJob",
         "metadata": {"name": f"medical-real-{i:02d}", "labels": LABELS},
@@ -168,10 +178,28 @@ def real_job(i: int) -> dict[str, Any]:
             "evaluation": {"heldOutUri": "builtin://medical-heldout", "metric": "Contains", "maxSamples": 2},
         },
     }
+    if shared:
+        job["spec"]["output"] = {"storageClaim": SHARED_CLAIM}
+    return job
 
 
-def real_node(runs: int, timeout: float, work: Path) -> list[float]:
-    """The same measurement on the real node: real trainer pods, a real vLLM pod, the router pod's Service."""
+def shared_claim() -> dict[str, Any]:
+    """The adapter claim every run writes to. ReadWriteOnce suffices: trainer and vLLM pods share the one node."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": SHARED_CLAIM},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+
+
+def real_node(runs: int, timeout: float, work: Path, store: str) -> list[float]:
+    """The same measurement on the real node: real trainer pods, a real vLLM pod, the router pod's Service.
+
+    store "job": each run's adapter on a claim of its own (the default), so the vLLM pods roll to mount it;
+    store "shared": every run on one claim, so the new version loads into the running vLLM pod.
+    """
+    shared = store == "shared"
     cluster, stop_cluster = start_cluster(work / "real-node", real_node=True)
     try:
         missing = [i for i in IMAGES if not registry_has(i)]
@@ -180,7 +208,9 @@ def real_node(runs: int, timeout: float, work: Path) -> list[float]:
         install_local_overlay(cluster)
         namespace = restricted_namespace(cluster, "bench")
         url = router_url(cluster)
-        first = real_job(0)
+        if shared:
+            cluster.apply(shared_claim(), "-n", namespace)
+        first = real_job(0, shared)
         cluster.apply(first, "-n", namespace)
         Kube(cluster, namespace).wait_ftj(
             first["metadata"]["name"], lambda o: o["status"].get("phase") == "Succeeded", "Succeeded", timeout=1800
@@ -197,7 +227,7 @@ def real_node(runs: int, timeout: float, work: Path) -> list[float]:
             def new_version(v: str, old: str = old) -> bool:
                 return v.startswith("medical-") and v != old
 
-            latency, answers = measure(cluster, namespace, url, real_job(i), new_version, timeout)
+            latency, answers = measure(cluster, namespace, url, real_job(i, shared), new_version, timeout)
             latencies.append(latency)
             print(f"real run {i}: {old} -> {answers.version} answering {latency:.2f}s after Succeeded", flush=True)
         return latencies
@@ -211,18 +241,26 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120, help="seconds one run may take")
     parser.add_argument("--real-runs", type=int, default=3, help="runs on the real node (0: skip)")
     parser.add_argument("--real-timeout", type=float, default=900, help="seconds one real run may take (training)")
+    parser.add_argument(
+        "--real-store",
+        choices=("job", "shared"),
+        default="job",
+        help="real node: an adapter claim per run (the default; vLLM pods roll to mount it) or one shared claim",
+    )
     ns = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rollout-latency-"))
     try:
-        latencies = process_level(ns.runs, ns.timeout, work)
-        real = real_node(ns.real_runs, ns.real_timeout, work) if ns.real_runs else []
+        latencies = process_level(ns.runs, ns.timeout, work) if ns.runs else []
+        real = real_node(ns.real_runs, ns.real_timeout, work, ns.real_store) if ns.real_runs else []
     finally:
         if "LORAPLANE_CLUSTER_DIR" not in os.environ:
             shutil.rmtree(work, ignore_errors=True)
-    line = f"rollout_latency p50_s={percentile(latencies, 50):.2f} p99_s={percentile(latencies, 99):.2f}"
-    if real:
-        line += f" real_p50_s={percentile(real, 50):.2f} real_p99_s={percentile(real, 99):.2f}"
-    print(line, flush=True)
+    fields = [
+        f"{k}p50_s={percentile(v, 50):.2f} {k}p99_s={percentile(v, 99):.2f}"
+        for k, v in (("", latencies), ("real_", real))
+        if v
+    ]
+    print(" ".join(["rollout_latency", *fields]), flush=True)
 
 
 def process_level(runs: int, timeout: float, work: Path) -> list[float]:
