@@ -186,8 +186,18 @@ def test_3_modelserver_runs_real_vllm_pods(loraplane: Cluster, user_namespace: s
     served = {a["name"]: a for a in ms["status"]["adapters"]}
     assert served[PUBLIC]["sha256"] == steps.values["sha256"]
     version = served[PUBLIC]["version"]
-    loaded = [r for r in ms["status"]["replicaAdapters"] if version in r["loaded"]]
-    assert len(loaded) == 2, ms["status"]["replicaAdapters"]
+
+    # Ready needs one serving replica; the second vLLM pod may still be starting (CI saw it 1 of 2).
+    def on_both() -> dict[str, Any] | None:
+        ms = c.get("ms", SERVER, "-n", ns)
+        loaded = [r for r in ms["status"].get("replicaAdapters", []) if version in r["loaded"]]
+        return ms if len(loaded) == 2 else None
+
+    try:
+        ms = poll("the adapter loaded on both replicas", on_both, timeout=600, interval=2)
+    except AssertionError:
+        status = c.get("ms", SERVER, "-n", ns)["status"]
+        raise AssertionError(f"adapter not on both replicas: {status.get('replicaAdapters')}") from None
     steps.values["base"] = ms["status"]["routerKey"]
     steps.done.add("serve")
 
