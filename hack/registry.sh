@@ -12,6 +12,7 @@
 # Environment:
 #   LORAPLANE_REGISTRY_DIR   state dir (default ~/.cache/loraplane/registry): data/, config.yml, registry.log, registry.pid
 #   LORAPLANE_REGISTRY_PORT  port on 127.0.0.1 (default 5000)
+#   LORAPLANE_REGISTRY_HTPASSWD  an htpasswd file (bcrypt): clients must log in (default: open, loopback only)
 set -euo pipefail
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -28,7 +29,10 @@ alive() {  # the pid exists and its command line names our config (guards agains
   local pid; [[ -s "$PIDFILE" ]] && pid="$(cat "$PIDFILE")" || return 1
   kill -0 "$pid" 2>/dev/null && tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "$DIR/config.yml"
 }
-healthy() { curl -sf --max-time 2 "http://$ADDR/v2/" >/dev/null 2>&1; }
+healthy() {  # 200, or 401 when it asks for a login
+  local code; code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$ADDR/v2/" 2>/dev/null)"
+  [[ "$code" == 200 || "$code" == 401 ]]
+}
 
 cmd_up() {
   mkdir -p "$DIR/data"
@@ -59,6 +63,9 @@ http:
   headers:
     X-Content-Type-Options: [nosniff]
 EOF
+  if [[ -n "${LORAPLANE_REGISTRY_HTPASSWD:-}" ]]; then
+    printf 'auth:\n  htpasswd:\n    realm: loraplane\n    path: %s\n' "$LORAPLANE_REGISTRY_HTPASSWD" >>"$DIR/config.yml"
+  fi
   rm -f "$PIDFILE"
   log "starting docker-registry on http://$ADDR (storage $DIR/data)"
   # shellcheck disable=SC2016  # $$ and $@ are for the inner sh

@@ -22,6 +22,7 @@ from tests.support.kube import (
     service_account_kubeconfig,
     session_cluster,
 )
+from tests.support.registry import Registry, private_registry
 
 # The serving fixtures (tiny base, adapters, the vLLM pair) are shared by tests/serving and tests/operator; the
 # process plugin stops the session on SIGTERM/SIGHUP as on Ctrl-C and fails it if a process it started outlives it.
@@ -52,6 +53,7 @@ STARTS: dict[str, frozenset[str]] = {
             "harness_session",  # a pytest session holding the router (tests/procs/test_entry_points.py)
             "fake_hub",  # a stand-in for huggingface.co and modelscope.cn (tests/trainer/test_models.py)
             "package_index",  # uv resolving against the package index (tests/test_layout.py)
+            "oci_registry",  # docker-registry on a loopback port (tests/support/registry.py)
         }
     ),
 }
@@ -126,6 +128,13 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.support.tiny import build_tiny_base  # transformers: imported by the sessions that need it
 
     return build_tiny_base(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def oci_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """An open OCI registry (docker-registry) on a loopback port for the session (tests/support/registry.py)."""
+    with private_registry(tmp_path_factory.mktemp("registry")) as registry:
+        yield registry
 
 
 @pytest.fixture(scope="session")

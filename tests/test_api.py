@@ -11,9 +11,11 @@ from pydantic import ValidationError
 
 from loraplane.api import FineTuneJob, FineTuneJobSpec, ModelServer
 from loraplane.api.lora_rules import default_target_modules, known_model
+from loraplane.api.oci import BadReference, OciRef, layer_media_type, safe_layer_path
+from loraplane.api.trainer_spec import oci_output
 from loraplane.operator.finetunejob.validation import finetunejob_problems
 from loraplane.operator.modelserver.validation import modelserver_problems
-from tests.support.uris import SAFE_URIS, TRAVERSALS
+from tests.support.uris import OCI_SAFE, OCI_TRAVERSALS, SAFE_URIS, TRAVERSALS
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -221,3 +223,57 @@ def test_dataset_only_uri_forms_refuse_traversal(field: str, uri: str) -> None:
 def test_dataset_only_uri_forms_still_admit_files() -> None:
     for uri in ("hf://org/ds@main/data/train.jsonl", "configmap://data/.train.jsonl", "configmap://data/a..b"):
         assert finetunejob_problems(base_spec(dataset={"uri": uri})) == [], uri
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# spec.output.uri: an OCI reference to push to; the registry fields only with it
+
+
+@pytest.mark.parametrize("uri", [*OCI_TRAVERSALS, "oci://r.example.com/a/b@sha256:" + "0" * 64, "pvc://store/x"])
+def test_output_uri_refuses_what_is_not_a_push_reference(uri: str) -> None:
+    problems = finetunejob_problems(base_spec(output={"uri": uri}))
+    assert [p.field for p in problems] == ["spec.output.uri"], problems
+
+
+@pytest.mark.parametrize("uri", OCI_SAFE)
+def test_output_uri_admits_oci_references(uri: str) -> None:
+    assert finetunejob_problems(base_spec(output={"uri": uri, "credentialsSecret": "push", "plainHttp": True})) == []
+
+
+@pytest.mark.parametrize("output", [{"credentialsSecret": "push"}, {"plainHttp": True}])
+def test_registry_fields_need_an_output_uri(output: dict[str, Any]) -> None:
+    problems = finetunejob_problems(base_spec(output=output))
+    assert [p.field for p in problems] == ["spec.output"], problems
+    assert "set spec.output.uri" in str(problems[0])
+
+
+def test_oci_references_parse_and_print_back() -> None:
+    ref = OciRef.parse("oci://127.0.0.1:5000/adapters/medical:run-1@sha256:" + "a" * 64)
+    assert (ref.registry, ref.repository, ref.tag, ref.digest) == (
+        "127.0.0.1:5000",
+        "adapters/medical",
+        "run-1",
+        "sha256:" + "a" * 64,
+    )
+    assert ref.reference == ref.digest and ref.target() == "127.0.0.1:5000/adapters/medical@sha256:" + "a" * 64
+    assert str(ref) == "oci://127.0.0.1:5000/adapters/medical:run-1@sha256:" + "a" * 64
+    assert OciRef.parse("oci://ghcr.io/acme/medical").reference == "latest"
+    assert oci_output("clinic-notes", "oci://ghcr.io/acme/medical") == "oci://ghcr.io/acme/medical:clinic-notes"
+    assert oci_output("clinic-notes", "oci://ghcr.io/acme/medical:v2") == "oci://ghcr.io/acme/medical:v2"
+    for bad in OCI_TRAVERSALS:
+        with pytest.raises(BadReference, match="expected oci://"):
+            OciRef.parse(bad)
+
+
+@pytest.mark.parametrize("path", ["../x", "/etc/passwd", "a/../../b", "a//b", "./a", "a\\b", "a\x00b", "", None])
+def test_layer_paths_that_leave_the_adapter_directory_are_refused(path: str | None) -> None:
+    with pytest.raises(ValueError, match="layer"):
+        safe_layer_path(path)
+
+
+def test_layer_media_types_follow_modelpack() -> None:
+    assert layer_media_type("adapter_model.safetensors") == "application/vnd.cncf.model.weight.v1.raw"
+    assert layer_media_type("adapter_config.json") == "application/vnd.cncf.model.weight.config.v1.raw"
+    assert layer_media_type("tokenizer.json") == "application/vnd.cncf.model.weight.config.v1.raw"
+    assert layer_media_type("result.json") == "application/vnd.cncf.model.doc.v1.raw"
+    assert safe_layer_path("merged/model.safetensors") == "merged/model.safetensors"

@@ -13,7 +13,8 @@ from loraplane.api.common import MODEL_URI_PATTERN
 from loraplane.api.crdgen import render_all, render_crds
 from loraplane.api.finetunejob import DATASET_URI_PATTERN
 from loraplane.api.modelserver import ADAPTER_URI_PATTERN
-from tests.support.uris import SAFE_URIS, TRAVERSALS
+from loraplane.api.oci import OCI_PUSH_URI_PATTERN
+from tests.support.uris import OCI_SAFE, OCI_TRAVERSALS, SAFE_URIS, TRAVERSALS
 
 CRDS = Path(__file__).resolve().parent.parent / "manifests" / "crds"
 
@@ -88,7 +89,9 @@ URI_PATTERNS = {
     ("ModelServer", "spec.baseModel.uri"): MODEL_URI_PATTERN,
     ("ModelServer", "spec.adapters[].source.uri"): ADAPTER_URI_PATTERN,
     ("ModelServer", "spec.adapters[].canary.source.uri"): ADAPTER_URI_PATTERN,
+    ("FineTuneJob", "spec.output.uri"): OCI_PUSH_URI_PATTERN,
 }
+OCI_FIELDS = {("FineTuneJob", "spec.output.uri")}
 
 
 def test_every_uri_field_has_the_models_pattern() -> None:
@@ -109,4 +112,17 @@ def test_crd_schema_refuses_path_traversal_in_every_uri_field(uri: str) -> None:
 @pytest.mark.parametrize("uri", SAFE_URIS)
 def test_crd_schema_admits_safe_uris(uri: str) -> None:
     for kind, path, node in _uri_fields():
-        assert _api_server_matches(node["pattern"], uri), f"{kind} {path} refuses {uri!r}"
+        if (kind, path) not in OCI_FIELDS:
+            assert _api_server_matches(node["pattern"], uri), f"{kind} {path} refuses {uri!r}"
+
+
+@pytest.mark.parametrize("uri", OCI_TRAVERSALS)
+def test_crd_schema_refuses_bad_oci_references(uri: str) -> None:
+    for kind, path, node in _uri_fields():
+        assert not _api_server_matches(node["pattern"], uri), f"{kind} {path} admits {uri!r}"
+
+
+@pytest.mark.parametrize("uri", OCI_SAFE)
+def test_crd_schema_admits_oci_references_where_they_belong(uri: str) -> None:
+    for kind, path, node in _uri_fields():
+        assert _api_server_matches(node["pattern"], uri) == ((kind, path) in OCI_FIELDS), f"{kind} {path} {uri!r}"

@@ -102,6 +102,8 @@ API_REJECTS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("dataset-traversal", _set("spec.dataset.uri", "pvc://data/../../etc/passwd"), "spec.dataset.uri"),
     ("base-model-traversal", _set("spec.baseModel.uri", "file:///models/../etc"), "spec.baseModel.uri"),
     ("held-out-traversal", _set("spec.evaluation.heldOutUri", "pvc://data/./x/../../y"), "spec.evaluation.heldOutUri"),
+    ("output-uri-traversal", _set("spec.output.uri", "oci://registry.example.com/a/../b"), "spec.output.uri"),
+    ("output-login-without-uri", _set("spec.output.credentialsSecret", "push"), "set spec.output.uri"),
     ("missing-base-model", _set("spec.baseModel", _DELETE), "spec.baseModel"),
     ("unknown-field", _set("spec.lora.rank", 8), 'unknown field "spec.lora.rank"'),
     (

@@ -194,3 +194,23 @@ def test_extra_pod_annotations_from_settings() -> None:
     cfg = OperatorSettings(priority=1, pod_annotations={"sidecar.istio.io/inject": "false"})
     job = builders.training_job(OWNER, spec(), cfg)
     assert job["spec"]["template"]["metadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}
+
+
+def test_oci_output_reaches_the_trainer_and_only_its_pod_mounts_the_login() -> None:
+    s = spec(
+        output={"uri": "oci://registry.example.com/adapters/medical", "credentialsSecret": "push", "plainHttp": True}
+    )
+    rendered = TrainerSpec.model_validate(json.loads(builders.spec_configmap(OWNER, s)["data"]["spec.json"]))
+    assert rendered.output_uri == "oci://registry.example.com/adapters/medical:med"  # tag: the job's name
+    assert rendered.output_plain_http is True
+    pod = builders.training_job(OWNER, s, SETTINGS)["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"] == {"secretName": "push", "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}
+    (c,) = pod["containers"]
+    assert {"name": volume["name"], "mountPath": "/etc/loraplane/registry", "readOnly": True} in c["volumeMounts"]
+    assert {"name": "DOCKER_CONFIG", "value": "/etc/loraplane/registry"} in c["env"]
+    # without a login nothing is mounted; the cleanup Job never gets it
+    plain = builders.training_job(OWNER, spec(output={"uri": "oci://r.example.com/a"}), SETTINGS)["spec"]["template"]
+    assert not [v for v in plain["spec"]["volumes"] if "secret" in v]
+    cleanup = builders.cleanup_job(OWNER, s, SETTINGS)["spec"]["template"]["spec"]
+    assert not [v for v in cleanup.get("volumes", []) if "secret" in v]

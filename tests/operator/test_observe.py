@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from loraplane.api.conditions import get_condition
+from loraplane.api.conditions import exit_reason, get_condition
+from loraplane.api.exit_codes import PERMANENT, ExitCode
 from loraplane.api.finetunejob import FineTuneJobStatus
 from loraplane.api.lora_rules import Problem
 from loraplane.operator.finetunejob.status import Snapshot, finetunejob_status, verdict
@@ -100,6 +101,27 @@ def test_success_takes_the_result_from_the_termination_message() -> None:
     gate = get_condition(status.conditions, "EvaluationPassed")
     assert gate is not None and (gate.status, gate.reason) == ("True", "GatePassed")
     assert status.completion_time == T1
+
+
+def test_the_pushed_artifact_and_its_digest_reach_the_status() -> None:
+    digest = "sha256:" + "cd" * 32
+    summary = {**SUMMARY, "oci_uri": f"oci://registry.example.com/adapters/x:x@{digest}"}
+    s = snap(job(("Complete", "CompletionsReached")), pod(phase="Succeeded", exit_code=0, message=json.dumps(summary)))
+    status = finetunejob_status(FineTuneJobStatus(), s, T1)
+    assert status.adapter is not None and status.adapter.digest == digest
+    assert status.adapter.oci_uri == summary["oci_uri"] and status.adapter.uri == "pvc://store/ns/x"
+    wire = status.adapter.to_k8s()
+    assert wire["ociUri"] == summary["oci_uri"] and wire["digest"] == digest
+    plain = finetunejob_status(
+        FineTuneJobStatus(),
+        snap(job(("Complete", "CompletionsReached")), pod(phase="Succeeded", exit_code=0, message=json.dumps(SUMMARY))),
+        T1,
+    )
+    assert plain.adapter is not None and "digest" not in plain.adapter.to_k8s()
+
+
+def test_push_failed_is_retried_and_named() -> None:
+    assert exit_reason(19) == "PushFailed" and ExitCode.PUSH_FAILED not in PERMANENT
 
 
 def test_failed_gate_is_success_with_evaluation_passed_false() -> None:

@@ -27,3 +27,20 @@ SAFE_URIS = [
     "hf://Qwen/Qwen2.5-7B-Instruct@refs/pr/1",
     "hf://Qwen/Qwen2.5-7B-Instruct@v1.0.4",
 ]
+
+# OCI references (spec.output.uri): the distribution spec's repository path has no `.`/`..` or empty segments.
+OCI_TRAVERSALS = [
+    "oci://registry.example.com/adapters/../etc",
+    "oci://registry.example.com/../adapters",
+    "oci://registry.example.com/adapters//medical",
+    "oci://registry.example.com/./adapters",
+    "oci://registry.example.com/adapters/medical:..",
+    "oci://registry.example.com/adapters\\medical",
+    "oci://registry.example.com/adapters/medical\n",
+    "oci://registry.example.com/Adapters/medical",  # repository paths are lowercase
+]
+OCI_SAFE = [
+    "oci://127.0.0.1:5000/adapters/medical",
+    "oci://ghcr.io/acme/adapters/medical:v1.2",
+    "oci://registry.example.com/a_b/c-d.e:Run_7",
+]

@@ -56,6 +56,7 @@ class JobReason:
     NETWORK_UNAVAILABLE = "NetworkUnavailable"
     REMOTE_CODE_REFUSED = "RemoteCodeRefused"
     INTERRUPTED = "Interrupted"
+    PUSH_FAILED = "PushFailed"
     GATE_PASSED = "GatePassed"
     GATE_FAILED = "GateFailed"
     RECONCILE_FAILED = "ReconcileFailed"
@@ -118,6 +119,7 @@ EXIT_REASONS: dict[ExitCode, str] = {
     ExitCode.REMOTE_CODE_REFUSED: JobReason.REMOTE_CODE_REFUSED,
     ExitCode.OUT_OF_MEMORY: JobReason.OUT_OF_MEMORY,
     ExitCode.INTERRUPTED: JobReason.INTERRUPTED,
+    ExitCode.PUSH_FAILED: JobReason.PUSH_FAILED,
 }
 
 

@@ -13,6 +13,7 @@
 | 16 | model needs remote code and trustRemoteCode is false | no |
 | 17 | out of memory | no (change resources) |
 | 18 | interrupted (SIGTERM): checkpoint saved, a rerun resumes | yes, does not count |
+| 19 | the adapter could not be pushed to spec.output.uri (registry unreachable, login refused) | yes |
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class ExitCode(IntEnum):
     REMOTE_CODE_REFUSED = 16
     OUT_OF_MEMORY = 17
     INTERRUPTED = 18
+    PUSH_FAILED = 19
 
 
 # Codes after which retrying the same spec cannot help.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from loraplane.api.common import (
     CLAIM_PATTERN,
@@ -21,6 +21,7 @@ from loraplane.api.common import (
     cel,
     immutable,
 )
+from loraplane.api.oci import OCI_PUSH_URI_HELP, OCI_PUSH_URI_PATTERN
 
 DATASET_URI_PATTERN = (
     rf"^(hf|modelscope)://{HUB_REPO_PATTERN}(/{SAFE_PATH_PATTERN})?$"
@@ -244,6 +245,40 @@ class OutputSpec(K8sModel):
         ),
     ] = None
     merge: Annotated[bool, Field(description="Also write a merged full model (merge_and_unload).")] = False
+    uri: Annotated[
+        str | None,
+        Field(
+            pattern=OCI_PUSH_URI_PATTERN,
+            max_length=1024,
+            description="Also push the finished adapter (its files and result.json) as an OCI artifact, CNCF "
+            "ModelPack layout, to " + OCI_PUSH_URI_HELP + "; the tag defaults to the FineTuneJob's name. "
+            "The manifest digest goes into status.adapter.",
+        ),
+    ] = None
+    credentials_secret: Annotated[
+        str | None,
+        Field(
+            pattern=DNS_LABEL_PATTERN,
+            max_length=253,
+            description="A kubernetes.io/dockerconfigjson Secret with the registry login; mounted only into the "
+            "training pod (the operator never reads it).",
+        ),
+    ] = None
+    plain_http: Annotated[
+        bool, Field(description="Talk to the registry over plain HTTP (a registry on the cluster's network).")
+    ] = False
+
+    @model_validator(mode="after")
+    def _registry_fields_need_uri(self) -> OutputSpec:
+        if self.uri is None and (self.credentials_secret or self.plain_http):
+            raise ValueError("credentialsSecret and plainHttp apply to an OCI output: set spec.output.uri")
+        return self
+
+
+OUTPUT_RULE = cel(
+    "has(self.uri) || (!has(self.credentialsSecret) && !(has(self.plainHttp) && self.plainHttp))",
+    "credentialsSecret and plainHttp apply to an OCI output: set spec.output.uri",
+)
 
 
 class FineTuneJobSpec(K8sModel):
@@ -270,7 +305,13 @@ class FineTuneJobSpec(K8sModel):
         TrainingResources()
     )
     evaluation: Annotated[EvaluationSpec, Field(description="Evaluation and promotion gate.")] = EvaluationSpec()
-    output: Annotated[OutputSpec, Field(description="Adapter storage.")] = OutputSpec()
+    output: Annotated[
+        OutputSpec,
+        Field(
+            description="Adapter storage.",
+            json_schema_extra={"x-kubernetes-validations": [OUTPUT_RULE]},
+        ),
+    ] = OutputSpec()
     suspend: Annotated[bool, Field(description="Pause the run (the training Job is suspended, progress kept).")] = False
     retention_policy: Annotated[
         Literal["Retain", "Delete"],
@@ -303,6 +344,10 @@ class AdapterArtifact(K8sModel):
     trainable_params: Annotated[int, Field(ge=0)] = 0
     base_model: str = ""
     base_model_revision: str = ""
+    oci_uri: Annotated[
+        str | None, Field(max_length=1100, description="The pushed OCI artifact, pinned by its manifest digest.")
+    ] = None
+    digest: Annotated[str | None, Field(max_length=71, description="The OCI manifest digest (sha256:...).")] = None
 
 
 class EvaluationResult(K8sModel):

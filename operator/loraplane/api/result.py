@@ -140,6 +140,7 @@ class ResultSummary(Outcome):
     evaluation: Evaluation | None = None
     metrics: dict[str, int | float] = Field(default_factory=dict)
     trainable_params: int | None = None
+    oci_uri: str | None = Field(None, description="Where the adapter was pushed, pinned by manifest digest.")
 
     def encode(self) -> str:
         """The compact JSON, shortened until it fits in MAX_SUMMARY_BYTES (metrics go first, then detail)."""

@@ -12,8 +12,17 @@ from pydantic import Field
 
 from loraplane.api.common import K8sModel, ModelSource
 from loraplane.api.finetunejob import DatasetSpec, EvaluationSpec, FineTuneJobSpec, LoraSpec, TrainingSpec
+from loraplane.api.oci import OciRef
 
 HUB_TOKEN_ENV = "LORAPLANE_HUB_TOKEN"  # where a pod finds the hub token (resolved by the kubelet from a Secret)
+
+
+def oci_output(name: str, uri: str | None) -> str | None:
+    """spec.output.uri with its tag: the one given, else the run's name."""
+    if uri is None:
+        return None
+    ref = OciRef.parse(uri)
+    return str(OciRef(ref.registry, ref.repository, ref.tag or name))
 
 
 class FetchEnv:
@@ -44,6 +53,10 @@ class TrainerSpec(K8sModel):
     training: TrainingSpec = TrainingSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
     merge: bool = False
+    output_uri: Annotated[
+        str | None, Field(description="oci://...: push the finished adapter there (FineTuneJob spec.output.uri).")
+    ] = None
+    output_plain_http: bool = False
     output_dir: Annotated[str, Field(description="Adapter directory: adapter files, result.json, checkpoints/.")]
     cache_dir: Annotated[str, Field(description="Model cache (downloads, dequantized GGUF); makes re-runs offline.")]
     mounts: Mounts = Mounts()
@@ -65,6 +78,8 @@ class TrainerSpec(K8sModel):
             training=spec.training,
             evaluation=spec.evaluation,
             merge=spec.output.merge,
+            output_uri=oci_output(name, spec.output.uri),
+            output_plain_http=spec.output.plain_http,
             output_dir=output_dir,
             cache_dir=cache_dir,
             mounts=mounts,

@@ -59,3 +59,7 @@ class OutOfMemory(TrainerError):
 
 class Interrupted(TrainerError):
     code = ExitCode.INTERRUPTED
+
+
+class PushFailed(TrainerError):
+    code = ExitCode.PUSH_FAILED

@@ -47,11 +47,12 @@ from loraplane.api.result import (
     Evaluation,
     Outcome,
     ProgressRecord,
+    ResultSummary,
     TrainingResult,
 )
 from loraplane.api.trainer_spec import TrainerSpec
 from loraplane.trainer import data as data_mod
-from loraplane.trainer.errors import Interrupted, InvalidData, InvalidSpec, OutOfMemory, TrainerError
+from loraplane.trainer.errors import Interrupted, InvalidData, InvalidSpec, OutOfMemory, PushFailed, TrainerError
 from loraplane.trainer.models import ResolvedModel, resolve_base_model
 
 if TYPE_CHECKING:
@@ -670,14 +671,29 @@ def termination_path(cli: Path | None) -> Path | None:
     return default if default.exists() and os.access(default, os.W_OK) else None
 
 
-def write_termination(path: Path | None, outcome: Outcome) -> None:
+def write_termination(path: Path | None, summary: ResultSummary) -> None:
     """The <= 4 KiB summary the operator reads (rank 0 only; a failure to write it is logged, never fatal)."""
     if path is None or rank() != 0:
         return
     try:
-        path.write_text(outcome.summary().encode(), encoding="utf-8")
+        path.write_text(summary.encode(), encoding="utf-8")
     except OSError as exc:
         logger.warning("cannot write the termination message to %s: %s", path, exc)
+
+
+def publish(spec: TrainerSpec, result: TrainingResult) -> str:
+    """Push the adapter directory to spec.output_uri; the pinned reference (manifest digest), for the summary."""
+    from loraplane.api.oci import OciRef
+    from loraplane.serving.oci_store import RegistryAccess, StoreError, push
+
+    assert spec.output_uri is not None
+    ref = OciRef.parse(spec.output_uri)
+    try:
+        pushed = push(Path(spec.output_dir), ref, RegistryAccess.from_env(plain_http=spec.output_plain_http))
+    except StoreError as exc:
+        raise PushFailed(str(exc), field="spec.output.uri") from exc
+    logger.info("pushed the adapter to %s (%d bytes)", pushed.ref, pushed.size_bytes)
+    return str(pushed.ref)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -686,17 +702,18 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     term = termination_path(args.termination_log)
-    outcome: Outcome
     try:
         spec = spec_with_overrides(args.spec, output_dir=args.output_dir, cache_dir=args.cache_dir)
         raw = json.loads(args.spec.read_text(encoding="utf-8"))
         result = run(spec, raw_spec=raw)
-        outcome = result or Outcome(ok=True, code=int(ExitCode.SUCCESS), reason=JobReason.SUCCEEDED)
         log_adapter(result)
+        summary = (result or Outcome(ok=True, code=int(ExitCode.SUCCESS), reason=JobReason.SUCCEEDED)).summary()
+        if result is not None and spec.output_uri:
+            summary = summary.model_copy(update={"oci_uri": publish(spec, result)})
     except Exception as exc:
-        outcome = failure(exc)
-    write_termination(term, outcome)
-    return outcome.code
+        summary = failure(exc).summary()
+    write_termination(term, summary)
+    return summary.code
 
 
 if __name__ == "__main__":

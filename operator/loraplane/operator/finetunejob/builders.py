@@ -8,6 +8,7 @@ Layout inside a training pod:
     /mnt/pvc/<claim>/...          every PVC a pvc:// URI names; the adapter store is one of them
     /mnt/configmap/<name>/<key>   every ConfigMap a configmap:// URI names
     /var/cache/loraplane          model cache (emptyDir: re-downloaded by a retry on another node)
+    /etc/loraplane/registry       spec.output.credentialsSecret's login ($DOCKER_CONFIG), when set
 The output directory is /mnt/pvc/<store>/<namespace>/<name>: a retry finds its checkpoints there and resumes.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 
 from loraplane.api.exit_codes import PERMANENT, ExitCode
 from loraplane.api.finetunejob import FineTuneJobSpec
+from loraplane.api.oci import DOCKER_CONFIG_ENV, REGISTRY_AUTH_DIR
 from loraplane.api.trainer_spec import TrainerSpec
 from loraplane.operator import pods
 from loraplane.operator.names import (
@@ -131,6 +133,11 @@ def _volumes(owner: Owner, spec: FineTuneJobSpec) -> tuple[list[dict[str, Any]],
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "store", "mountPath": f"{pods.MOUNTS.pvc_root}/{store}"},
     ]
+    if spec.output.credentials_secret:  # the registry login, for this pod only (the operator never reads it)
+        login = [{"key": ".dockerconfigjson", "path": "config.json"}]
+        secret = {"secretName": spec.output.credentials_secret, "items": login}
+        volumes.append({"name": "registry-auth", "secret": secret})
+        mounts.append({"name": "registry-auth", "mountPath": REGISTRY_AUTH_DIR, "readOnly": True})
     if spec.resources.gpus > 1 or spec.resources.nodes > 1:
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
@@ -152,6 +159,8 @@ def _env(spec: FineTuneJobSpec) -> list[dict[str, Any]]:
         {"name": "HF_HOME", "value": f"{pods.CACHE_DIR}/hf"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
+    if spec.output.credentials_secret:
+        env.append({"name": DOCKER_CONFIG_ENV, "value": REGISTRY_AUTH_DIR})
     return env + pods.hub_token_env(spec.base_model.token_secret_ref)
 
 

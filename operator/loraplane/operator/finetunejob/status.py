@@ -270,6 +270,8 @@ def _results(
         trainable_params=summary.trainable_params or 0,
         base_model=base_model.split("@", 1)[0],
         base_model_revision=revision,
+        oci_uri=summary.oci_uri,
+        digest=summary.oci_uri.rsplit("@", 1)[1] if summary.oci_uri and "@" in summary.oci_uri else None,
     )
     ev = summary.evaluation
     evaluation = None
