@@ -68,6 +68,7 @@ from tests.support.real_node import (  # noqa: E402
     install_local_overlay,
     registry_has,
     restricted_namespace,
+    router_api_key,
     router_url,
 )
 
@@ -112,17 +113,18 @@ class SucceededWatch:
 class FirstAnswer:
     """Polls the router's public model until an answer comes from a version `wanted` accepts; remembers when."""
 
-    def __init__(self, router_url: str, model: str, wanted: Callable[[str], bool]) -> None:
+    def __init__(self, router_url: str, model: str, wanted: Callable[[str], bool], api_key: str | None = None) -> None:
         self.at: float | None = None
         self.version = ""
         self.errors = 0
+        self.api_key = api_key
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(router_url, model, wanted), daemon=True)
         self.thread.start()
 
     def _run(self, url: str, model: str, wanted: Callable[[str], bool]) -> None:
         while not self.stopping.is_set() and self.at is None:
-            status, body = chat(url, model, max_tokens=1)
+            status, body = chat(url, model, max_tokens=1, api_key=self.api_key)
             if status != 200:
                 self.errors += 1
             elif wanted(str(body.get("model", ""))):
@@ -136,13 +138,13 @@ class FirstAnswer:
 
 def measure(
     cluster: Cluster, namespace: str, router_url: str, job: dict[str, Any], wanted: Callable[[str], bool],
-    timeout: float, finish: Callable[[], None] | None = None,
+    timeout: float, finish: Callable[[], None] | None = None, api_key: str | None = None,
 ) -> tuple[float, FirstAnswer]:  # fmt: skip
     """Apply `job`; seconds from the watch seeing it Succeeded to the first answer from a version `wanted` accepts."""
     name = job["metadata"]["name"]
     cluster.apply(job, "-n", namespace)
     watch = SucceededWatch(cluster, namespace, name)
-    answers = FirstAnswer(router_url, "medical", wanted)
+    answers = FirstAnswer(router_url, "medical", wanted, api_key)
     try:
         if finish is not None:
             finish()
@@ -207,7 +209,7 @@ def real_node(runs: int, timeout: float, work: Path, store: str) -> list[float]:
             raise SystemExit(f"not in the local registry: {missing}; run `make images`")
         install_local_overlay(cluster)
         namespace = restricted_namespace(cluster, "bench")
-        url = router_url(cluster)
+        url, key = router_url(cluster), router_api_key(cluster)
         if shared:
             cluster.apply(shared_claim(), "-n", namespace)
         first = real_job(0, shared)
@@ -227,7 +229,8 @@ def real_node(runs: int, timeout: float, work: Path, store: str) -> list[float]:
             def new_version(v: str, old: str = old) -> bool:
                 return v.startswith("medical-") and v != old
 
-            latency, answers = measure(cluster, namespace, url, real_job(i, shared), new_version, timeout)
+            job = real_job(i, shared)
+            latency, answers = measure(cluster, namespace, url, job, new_version, timeout, api_key=key)
             latencies.append(latency)
             print(f"real run {i}: {old} -> {answers.version} answering {latency:.2f}s after Succeeded", flush=True)
         return latencies

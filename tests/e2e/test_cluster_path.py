@@ -19,11 +19,12 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
 from tests.support.kube import Cluster, poll
-from tests.support.real_node import NODE, SYSTEM_NS, is_ready, router_url, wait_pods_ready
+from tests.support.real_node import NODE, SYSTEM_NS, is_ready, router_api_key, router_url, wait_pods_ready
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -104,7 +105,8 @@ def trainer_pods(c: Cluster, ns: str) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def router(loraplane: Cluster) -> Iterator[openai.OpenAI]:
     """The official client on the router's Service (its ClusterIP, through kube-proxy)."""
-    client = openai.OpenAI(base_url=f"{router_url(loraplane)}/v1", api_key="unused", max_retries=0, timeout=120)
+    key = router_api_key(loraplane)  # made by the install's bootstrap Job
+    client = openai.OpenAI(base_url=f"{router_url(loraplane)}/v1", api_key=key, max_retries=0, timeout=120)
     yield client
     client.close()
 
@@ -119,6 +121,17 @@ def test_1_install_operator_pod_ready(loraplane: Cluster, steps: Steps) -> None:
     operator = wait_pods_ready(c, SYSTEM_NS, "app.kubernetes.io/name=loraplane-operator", 1, 60)[0]
     assert operator["spec"]["nodeName"] == NODE  # a real pod, not a KWOK one
     assert operator["spec"]["containers"][0]["image"].startswith("localhost:")
+    # closed by default: the bootstrap Job made both keys, and the router answers nobody without one
+    for secret in ("loraplane-router-admin", "loraplane-router-keys"):
+        assert c.kubectl("get", "secret", secret, "-n", SYSTEM_NS, check=False).returncode == 0, secret
+    anonymous = httpx.get(f"{router_url(c)}/v1/models", timeout=30)
+    assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "invalid_api_key", anonymous.text
+    wrong = httpx.get(f"{router_url(c)}/v1/models", headers={"Authorization": "Bearer wrong"}, timeout=30)
+    assert wrong.status_code == 401
+    admin = httpx.get(
+        f"{router_url(c)}/admin/v1/servers", headers={"Authorization": f"Bearer {router_api_key(c)}"}, timeout=30
+    )
+    assert admin.status_code == 403, admin.text  # a user key never opens the admin API
     steps.done.add("install")
 
 

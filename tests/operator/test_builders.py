@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from loraplane.api.finetunejob import FineTuneJobSpec
 from loraplane.api.trainer_spec import TrainerSpec
 from loraplane.operator.finetunejob import builders
 from loraplane.operator.owner import Owner
+from loraplane.operator.router_client import admin_key, router_for
 from loraplane.operator.settings import OperatorSettings
 
 OWNER = Owner(kind="FineTuneJob", name="med", namespace="team-a", uid="u-1")
@@ -214,3 +216,16 @@ def test_oci_output_reaches_the_trainer_and_only_its_pod_mounts_the_login() -> N
     assert not [v for v in plain["spec"]["volumes"] if "secret" in v]
     cleanup = builders.cleanup_job(OWNER, s, SETTINGS)["spec"]["template"]["spec"]
     assert not [v for v in cleanup.get("volumes", []) if "secret" in v]
+
+
+def test_the_router_admin_key_is_read_from_its_file_at_each_use(tmp_path: Path) -> None:
+    """The install mounts the Secret as a file: a key the bootstrap Job creates (or a rotation) after the operator
+    started reaches the next admin call; without the file's content the key setting applies."""
+    key_file = tmp_path / "key"
+    settings = OperatorSettings(router_url="http://router:8000", router_admin_key_file=key_file, router_admin_key="env")
+    assert admin_key(settings) == "env"  # the Secret does not exist yet: optional mount, no file
+    key_file.write_text("first\n")
+    assert admin_key(settings) == "first"
+    first = router_for(settings)
+    key_file.write_text("rotated")
+    assert admin_key(settings) == "rotated" and router_for(settings) is not first

@@ -316,7 +316,13 @@ class RouterProcess:
 
 
 def chat(
-    base_url: str, model: str, content: str = "Tell me about it", *, max_tokens: int = 8, timeout: float = 60
+    base_url: str,
+    model: str,
+    content: str = "Tell me about it",
+    *,
+    max_tokens: int = 8,
+    timeout: float = 60,
+    api_key: str | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """POST /v1/chat/completions at temperature 0; (status, body) — never raises on HTTP errors."""
     body = {
@@ -328,7 +334,7 @@ def chat(
     request = urllib.request.Request(
         base_url.rstrip("/") + "/v1/chat/completions",
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})},
         method="POST",
     )
     try:

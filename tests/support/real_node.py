@@ -3,6 +3,7 @@ manifests/overlays/local, restricted namespaces, waiting for real pods."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -67,14 +68,9 @@ def wait_pods_ready(c: Cluster, ns: str, selector: str, count: int, timeout: flo
 def install_local_overlay(c: Cluster, timeout_s: int = 600) -> None:
     """`kubectl apply -k manifests/overlays/local` as a user would; returns once operator and router rolled out.
 
-    The router's admin key is the one Secret a user creates by hand (router-admin-secret.example.yaml).
+    Nothing is created by hand: the install's bootstrap Job makes the router's admin key and API keys.
     Idempotent: a second call on the same cluster re-applies and waits again.
     """
-    c.kubectl("create", "namespace", SYSTEM_NS, check=False)
-    c.kubectl(
-        "create", "secret", "generic", "loraplane-router-admin", "-n", SYSTEM_NS,
-        f"--from-literal=key={secrets.token_urlsafe(24)}", check=False,
-    )  # fmt: skip
     # The CRDs first (the custom resources of the same apply need them established), then the rest.
     c.kubectl("apply", "-k", str(REPO / "manifests/crds"))
     c.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
@@ -93,6 +89,13 @@ def restricted_namespace(c: Cluster, prefix: str) -> str:
         lambda: c.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
     )
     return name
+
+
+def router_api_key(c: Cluster) -> str:
+    """The API key the install's bootstrap Job created (for every model), read as an admin would."""
+    out = c.kubectl("get", "secret", "loraplane-router-keys", "-n", SYSTEM_NS, "-o", "jsonpath={.data.keys\\.json}")
+    keys = json.loads(base64.b64decode(out.stdout))
+    return str(next(iter(keys)))
 
 
 def router_url(c: Cluster) -> str:

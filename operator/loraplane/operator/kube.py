@@ -51,6 +51,26 @@ def ensure_peering(name: str, namespace: str | None) -> bool:
     return True
 
 
+def create_secret_if_absent(name: str, namespace: str, data: dict[str, str]) -> bool:
+    """Create an Opaque Secret with `data` (string values) unless one of that name exists: True when this call
+    created it. Needs only the `create` verb: an existing Secret is never read, compared or replaced."""
+    _load_config()
+    body = kubernetes.client.V1Secret(
+        metadata=kubernetes.client.V1ObjectMeta(
+            name=name, namespace=namespace, labels={"app.kubernetes.io/part-of": "loraplane"}
+        ),
+        type="Opaque",
+        string_data=data,
+    )
+    try:
+        kubernetes.client.CoreV1Api().create_namespaced_secret(namespace, body)
+    except ApiError as exc:
+        if exc.status == 409:
+            return False
+        raise
+    return True
+
+
 # ----------------------------------------------------------------- raw JSON access for the reconciler
 
 _PATHS: dict[tuple[str, str], tuple[str, str]] = {

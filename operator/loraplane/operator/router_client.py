@@ -113,11 +113,24 @@ class RouterClient:
 _routers: dict[tuple[str, str | None, float], RouterClient] = {}
 
 
+def admin_key(settings: OperatorSettings) -> str | None:
+    """The router's admin key: the key file's content when it has one (the Secret as the kubelet keeps it
+    current), else the key setting."""
+    if settings.router_admin_key_file is not None:
+        try:
+            key = settings.router_admin_key_file.read_text(encoding="utf-8").strip()
+        except OSError:
+            key = ""
+        if key:
+            return key
+    return settings.router_admin_key.get_secret_value() if settings.router_admin_key else None
+
+
 def router_for(settings: OperatorSettings) -> RouterClient | None:
-    """The router admin client of these settings, one per process (None when no router URL is configured)."""
+    """The router admin client of these settings and the current admin key (None when no router URL is set)."""
     if not settings.router_url:
         return None
-    key = settings.router_admin_key.get_secret_value() if settings.router_admin_key else None
+    key = admin_key(settings)
     cache_key = (settings.router_url, key, settings.router_timeout_seconds)
     if cache_key not in _routers:
         _routers[cache_key] = RouterClient(settings.router_url, key, timeout=settings.router_timeout_seconds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -62,6 +63,11 @@ class OperatorSettings(BaseSettings):
     )
     router_admin_key: SecretStr | None = Field(
         None, description="Bearer key of the router's admin API (from a Secret, never logged)."
+    )
+    router_admin_key_file: Path | None = Field(
+        None,
+        description="File with the admin key (a mounted Secret), read at each use: a key created or rotated after "
+        "the operator started is picked up; wins over ROUTER_ADMIN_KEY.",
     )
     router_timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one router admin call.")
     rollout_wait_seconds: float = Field(
