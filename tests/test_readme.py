@@ -133,9 +133,10 @@ def tracked_sources() -> str:
 
 def settings_models() -> list[type[BaseSettings]]:
     from loraplane.operator.settings import OperatorSettings
+    from loraplane.serving.agent.settings import AgentSettings
     from loraplane.serving.router.settings import RouterSettings
 
-    return [OperatorSettings, RouterSettings]
+    return [OperatorSettings, RouterSettings, AgentSettings]
 
 
 def env_names(model: type[BaseSettings]) -> set[str]:
@@ -293,7 +294,7 @@ def test_python_blocks_compile(page: Path) -> None:
 
 @pytest.mark.parametrize(
     ("page", "model"),
-    [("operator.md", "OperatorSettings"), ("router.md", "RouterSettings")],
+    [("operator.md", "OperatorSettings"), ("router.md", "RouterSettings"), ("adapter-agent.md", "AgentSettings")],
 )
 def test_settings_table_matches_the_settings_model(page: str, model: str) -> None:
     """Every setting is documented with its default, and nothing else is."""

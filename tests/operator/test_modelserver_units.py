@@ -428,6 +428,7 @@ def test_desired_route_matches_the_router_contract() -> None:
                 ],
             }
         ],
+        "agent_port": None,  # no adapter agent: the router manages adapters through vLLM itself
     }
 
 

@@ -26,7 +26,7 @@ from loraplane.api.result import RESULT_FILE, TrainingResult
 from loraplane.serving import oci_store
 from loraplane.serving.oci_store import ArtifactRefused, RegistryAccess, StoreError, pull, push
 from tests.support.registry import Registry, docker_config, private_registry
-from tests.support.serving import MakeAdapter
+from tests.support.serving import MakeAdapter, tamper
 
 PLAIN = RegistryAccess(plain_http=True)
 LOGIN = ("trainer", "s3cret-pass")
@@ -82,12 +82,7 @@ def test_push_then_pull_by_digest_gives_the_same_verified_adapter(
 def test_a_tampered_artifact_is_refused_and_leaves_nothing(
     oci_registry: Registry, adapter: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tampered = tmp_path / "tampered"
-    shutil.copytree(adapter, tampered)
-    weights = tampered / "adapter_model.safetensors"
-    data = bytearray(weights.read_bytes())
-    data[-1] ^= 0xFF
-    weights.write_bytes(bytes(data))
+    tampered = tamper(Path(shutil.copytree(adapter, tmp_path / "tampered")))
     with pytest.raises(ArtifactRefused, match=r"adapter_model\.safetensors: sha256 mismatch"):
         push(tampered, OciRef.parse(f"oci://{oci_registry.addr}/adapters/tampered:x"), PLAIN)
 

@@ -19,7 +19,7 @@ from tests.serving.fixtures import ServeRouter
 from tests.serving.router_helpers import Router, route, version
 from tests.serving.router_helpers import openai_error as error
 from tests.support.kube import free_port, poll
-from tests.support.serving import BASE_NAME, MakeAdapter
+from tests.support.serving import BASE_NAME, MakeAdapter, tamper
 
 pytestmark = pytest.mark.slow
 PROMPTS = ["Hello there", "Tell me a story", "What is the code?"]
@@ -108,11 +108,7 @@ def test_a_tampered_adapter_is_refused_and_never_served(
     make_adapter: MakeAdapter,
     tmp_path: Path,
 ) -> None:
-    evil = make_adapter("evil", 9, tmp_path / "evil")
-    weights = evil / "adapter_model.safetensors"
-    data = bytearray(weights.read_bytes())
-    data[-1] ^= 0xFF
-    weights.write_bytes(bytes(data))
+    evil = tamper(make_adapter("evil", 9, tmp_path / "evil"))
     served.put("tiny", route([r.url for r in replicas_up], {**tiny_adapters, "evil": evil}))
 
     def refused() -> dict[str, Any] | None:

@@ -72,6 +72,15 @@ def write_adapter(
     return dest
 
 
+def tamper(adapter: Path) -> Path:
+    """Flip one byte of the adapter's weights (result.json unchanged): what every verification must catch."""
+    weights = adapter / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    return adapter
+
+
 def vllm_server(
     base: Path,
     spec: VllmSpec,

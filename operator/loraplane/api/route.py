@@ -48,6 +48,13 @@ class ServerRoute(_Frozen):
     base_model: str = Field(pattern=NAME, max_length=253, description="vLLM --served-model-name; routable too.")
     replicas: list[str] = Field(default_factory=list, description="Replica base URLs, e.g. http://10.0.0.5:8000.")
     adapters: list[PublicModel] = Field(default_factory=list)
+    agent_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Each replica's adapter agent listens on this port (same host): adapters are loaded, unloaded "
+        "and listed through it (it pulls oci:// versions); unset: straight through vLLM.",
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> ServerRoute:

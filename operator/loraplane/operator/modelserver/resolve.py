@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from loraplane.api.compat import same_base_model
 from loraplane.api.conditions import SourceReason
 from loraplane.api.finetunejob import LoraSpec
 from loraplane.api.modelserver import AdapterSource, ModelServerSpec, ResolvedAdapter, ServedAdapter
@@ -105,20 +106,6 @@ class Target:
     @classmethod
     def of(cls, spec: ModelServerSpec) -> Target:
         return cls(spec.base_model.uri, spec.vllm.max_lora_rank)
-
-
-def same_base_model(trained: str, served: str) -> bool:
-    """Whether an adapter trained on `trained` fits the base model `served` (two base model URIs).
-
-    Equal URIs (a trailing `/` aside) match. Hub URIs (hf://, modelscope://) match when they name the
-    same repository and, if both pin a revision, the same one: an unpinned side cannot be told apart.
-    """
-    if trained.rstrip("/") == served.rstrip("/"):
-        return True
-    if not (trained.startswith(("hf://", "modelscope://")) and served.startswith(("hf://", "modelscope://"))):
-        return False
-    (repo_a, _, rev_a), (repo_b, _, rev_b) = trained.partition("@"), served.partition("@")
-    return repo_a == repo_b and (not rev_a or not rev_b or rev_a == rev_b)
 
 
 def incompatibility(job: JobInfo, target: Target) -> str | None:

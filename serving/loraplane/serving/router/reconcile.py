@@ -72,7 +72,7 @@ async def adapter_manager(state: RouterState, settings: RouterSettings) -> Async
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
     async with aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",)) as session:
         manager = AdapterManager(
-            VllmClient(session),
+            VllmClient(session, timeout=settings.admin_timeout_s, admin_url=state.admin_url),
             state,
             drain_timeout=settings.drain_timeout_s,
             verify=settings.verify_adapter_files,

@@ -31,6 +31,9 @@ class RouterSettings(BaseSettings):
         "Needs the router to see the adapter store at the vLLM pods' paths (local mode, a shared volume); false "
         "when each vLLM pod reads its adapters from its own mount of the job's claim (the cluster install).",
     )
+    admin_timeout_s: float = Field(
+        120.0, gt=0, description="Budget of one load, unload or list call on a replica (a load may pull first)."
+    )
     drain_timeout_s: float = Field(30.0, ge=0, description="Wait for in-flight requests before unloading.")
     sticky_header: str = Field("x-session-id", description="Requests with this header stay on one version.")
     retry_after_s: int = Field(2, ge=1, description="Retry-After on 503.")

@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 from loraplane.serving.adapter_manager import DesiredAdapter, ReplicaReport
 from loraplane.serving.router.table import ServerRoute, Target, index
@@ -66,6 +67,14 @@ class RouterState:
             for route in self.routes.values()
             for replica in route.replicas
         }
+
+    def admin_url(self, replica: str) -> str:
+        """Where `replica`'s adapters are managed: its adapter agent when its route names one, else vLLM itself."""
+        for route in self.routes.values():
+            if route.agent_port and replica in route.replicas:
+                parts = urlsplit(replica)
+                return urlunsplit((parts.scheme, f"{parts.hostname}:{route.agent_port}", parts.path, "", ""))
+        return replica
 
     # -- RoutingHooks -----------------------------------------------------------------------------
     def observed(self, replica: str, loaded: frozenset[str], healthy: bool) -> None:
