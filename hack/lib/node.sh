@@ -45,10 +45,32 @@ versions_from() { sed -n "s/^$1=\"\${$1:-\(.*\)}\".*/\1/p" "$HACK_DIR/build-node
 
 # ---------------------------------------------------------------- host changes (recorded)
 
+# Whether any component of the cluster in $1 runs (its pid files; the command line names the dir).
+cluster_running() {
+  local f pid
+  for f in "$1"/pids/*.pid; do
+    [[ -s "$f" ]] || continue
+    pid="$(cat "$f")"
+    kill -0 "$pid" 2>/dev/null && tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$1/" && return 0
+  done
+  return 1
+}
+
+# One real node per machine. A lock naming a cluster that still runs refuses; one naming a cluster none of
+# whose processes runs (its run was killed before `down`: mounts, sysctls, the lock left behind) is torn
+# down with that cluster's own `down`, from the host state it recorded, and the lock taken over.
 node_claim_host() {
-  if [[ -s "$HOST_LOCK" && "$(cat "$HOST_LOCK")" != "$DIR" && -d "$(cat "$HOST_LOCK")/node" ]]; then
-    log "a real node of the cluster in $(cat "$HOST_LOCK") owns this machine's node state; run its down first"
-    exit 1
+  local owner
+  owner="$(cat "$HOST_LOCK" 2>/dev/null || true)"
+  if [[ -n "$owner" && "$owner" != "$DIR" && -d "$owner/node" ]]; then
+    if cluster_running "$owner"; then
+      log "a real node of the cluster in $owner owns this machine's node state; run its down first"
+      exit 1
+    fi
+    log "the real node of $owner is not running but its state is still on this machine; running its down"
+    LORAPLANE_CLUSTER_DIR="$owner" LORAPLANE_CLUSTER_PORT_BASE="$(cat "$owner/port-base" 2>/dev/null || echo "$PORT_BASE")" \
+      "$HACK_DIR/cluster.sh" down >&2 ||
+      { log "the down of $owner failed; run LORAPLANE_CLUSTER_DIR=$owner hack/cluster.sh down"; exit 1; }
   fi
   echo "$DIR" >"$HOST_LOCK"
 }
@@ -242,8 +264,8 @@ EOF
 
 # ---------------------------------------------------------------- processes
 
-start_containerd() {
-  start containerd containerd --config "$CONF/containerd.toml" --log-level warn
+start_containerd() {  # info: the CRI plugin's "ready" line (check_containerd) and its per-pod calls
+  start containerd containerd --config "$CONF/containerd.toml" --log-level info
 }
 start_kubelet() {
   start kubelet "$BIN/kubelet" \
@@ -259,7 +281,11 @@ start_kube_proxy() {
   start kube-proxy "$BIN/kube-proxy" --config="$CONF/kube-proxy.yaml" --v=1
 }
 
-check_containerd() { ctr --address "$CTRD_SOCK" version >/dev/null 2>&1; }
+# The socket answers before the CRI plugin has recovered its state (seconds after a killed run's leftovers);
+# a kubelet started then exits ("server is not initialized yet"). The plugin logs this line last, when ready.
+check_containerd() {
+  ctr --address "$CTRD_SOCK" version >/dev/null 2>&1 && grep -qF 'msg="Start streaming server"' "$LOGS/containerd.log"
+}
 check_kubelet() { curl -sf --max-time 5 "http://127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz" >/dev/null 2>&1; }
 check_kube_proxy() { curl -sf --max-time 5 "http://127.0.0.1:$PROXY_HEALTHZ_PORT/healthz" >/dev/null 2>&1; }
 check_real_node() {
@@ -284,6 +310,7 @@ render() {  # render <file>: the manifest with its @@VARS@@ filled in
 
 # Before the control plane starts: binaries, images, the bridge (the apiserver binds its address).
 node_prepare() {
+  node_claim_host   # first: a stale owner's down may stop a registry that owner started
   "$HACK_DIR/install-debs.sh" node images
   "$HACK_DIR/build-node.sh" >/dev/null || { log "hack/build-node.sh failed (see above)"; exit 1; }
   if ! "$HACK_DIR/registry.sh" status >/dev/null 2>&1; then
@@ -291,7 +318,6 @@ node_prepare() {
     touch "$NODE_DIR/registry-started"   # down stops it again
   fi
   "$HACK_DIR/build-images.sh" node >/dev/null || { log "hack/build-images.sh node failed (see above)"; exit 1; }
-  node_claim_host
   node_save_host_state
   node_network_up
 }
@@ -380,21 +406,43 @@ node_iptables_clean() {
   done
 }
 
-node_cgroups_clean() {  # the kubelet's /kubepods hierarchy (cgroupfs driver), once no process is in it
-  local d
+# The kubelet's /kubepods hierarchy (cgroupfs driver). Processes still in it once the kubelet and containerd
+# have stopped are containers whose shims were killed with a run (one real node per machine: they are ours).
+node_cgroups_clean() {
+  local d pids i said=false
   for d in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/*/kubepods.slice; do
-    [[ -d "$d" ]] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
+    [[ -d "$d" ]] || continue
+    for ((i = 0; i < 50; i++)); do
+      pids="$(find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u | tr '\n' ' ')"
+      [[ -z "${pids// /}" ]] && break
+      $said || { log "killing processes left in the pods' cgroups: $pids"; said=true; }
+      # shellcheck disable=SC2086  # a list of pids
+      kill -KILL $pids 2>/dev/null || true
+      sleep 0.1
+    done
+    find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || log "could not remove every cgroup under $d"
   done
   return 0
 }
 
 # node_teardown: the node's processes, containers and mounts (the apiserver still runs, and its
 # address on the bridge must stay until it has stopped); node_restore_host: everything else.
+# The machine's node state (bridge, iptables, sysctls, /run/netns, the pods' cgroups) is this cluster's to
+# undo when the lock names it, or when there is no lock and this cluster recorded host state. A cluster whose
+# `up` was refused by the lock tears down only what is under its own dir.
+node_owns_host() {
+  local owner
+  owner="$(cat "$HOST_LOCK" 2>/dev/null || true)"
+  [[ "$owner" == "$DIR" ]] || [[ -z "$owner" && -d "$NODE_HOST_STATE" ]]
+}
+
 node_teardown() {
   [[ -d "$NODE_DIR" ]] || return 0
+  local owner=false
+  node_owns_host && owner=true
   node_drain
   stop_group "$STOP_TIMEOUT" kube-proxy
-  if [[ -x "$BIN/kube-proxy" && -s "$CONF/kube-proxy.yaml" ]]; then
+  if $owner && [[ -x "$BIN/kube-proxy" && -s "$CONF/kube-proxy.yaml" ]]; then
     "$BIN/kube-proxy" --config="$CONF/kube-proxy.yaml" --cleanup >/dev/null 2>&1 || true
   fi
   stop_group "$STOP_TIMEOUT" kubelet
@@ -405,6 +453,7 @@ node_teardown() {
   unmount_under "$CTRD_STATE"
   unmount_under "$NODE_DIR/kubelet"
   unmount_under "$NODE_DIR"
+  $owner || return 0
   unmount_under "$CTRD_ROOT"
   local ns
   for ns in /run/netns/cni-*; do
@@ -417,6 +466,7 @@ node_teardown() {
 
 node_restore_host() {
   [[ -d "$NODE_DIR" ]] || return 0
+  node_owns_host || { rm -rf "$NODE_DIR/cni-ipam" "$CTRD_STATE" "$NODE_DIR/kubelet" "$NODE_DIR/pod-logs"; return 0; }
   if ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then log "deleting bridge $NODE_BRIDGE"; ip link delete "$NODE_BRIDGE"; fi
   node_iptables_clean
   if [[ -s "$NODE_HOST_STATE/sysctl" ]]; then
@@ -427,7 +477,10 @@ node_restore_host() {
   fi
   if [[ -s "$NODE_HOST_STATE/dirs" ]]; then
     local d
-    while IFS= read -r d; do [[ -n "$d" && -e "$d" ]] && rm -rf "$d"; done <"$NODE_HOST_STATE/dirs"
+    while IFS= read -r d; do
+      [[ -n "$d" && -e "$d" ]] || continue
+      rm -rf "$d" 2>/dev/null || log "could not remove $d"
+    done <"$NODE_HOST_STATE/dirs"
   fi
   # per-run state: IP allocations, task bundles, pod dirs (volumes of local-path stay until --purge)
   rm -rf "$NODE_DIR/cni-ipam" "$CTRD_STATE" "$NODE_DIR/kubelet" "$NODE_DIR/pod-logs" "$NODE_HOST_STATE"

@@ -16,10 +16,11 @@ import re
 import subprocess
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.support.kube import Cluster, poll
+from tests.support.kube import REPO, Cluster, free_port_base, poll
 from tests.support.real_node import NODE, REGISTRY, TAG, restricted_namespace, wait_pods_ready
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -192,3 +193,29 @@ def test_pvc_binds_through_local_path(real_cluster: Cluster, restricted_ns: str)
         lambda: "WROTE persisted" in c.kubectl("logs", "writer", "-n", ns, check=False).stdout,
         timeout=60,
     )
+
+
+def test_a_second_real_node_is_refused_and_its_down_spares_the_first(real_cluster: Cluster, tmp_path: Path) -> None:
+    """One real node per machine: a second `up --real-node` stops at the host lock, and the refused
+    cluster's `down` leaves the running node's bridge, pods and lock alone."""
+    c = real_cluster
+    lock = Path("/run/loraplane-real-node.owner")
+    owner = lock.read_text()
+    script = str(REPO / "hack/cluster.sh")
+    env = {
+        **c.env,
+        "LORAPLANE_CLUSTER_DIR": str(tmp_path / "second"),
+        "LORAPLANE_CLUSTER_PORT_BASE": str(free_port_base(10)),
+    }
+    up = subprocess.run([script, "up", "--real-node"], capture_output=True, text=True, timeout=300, env=env)
+    assert up.returncode == 1, up.stderr[-2000:]
+    assert f"a real node of the cluster in {owner.strip()} owns this machine's node state" in up.stderr
+    down = subprocess.run([script, "down", "--purge"], capture_output=True, text=True, timeout=300, env=env)
+    assert down.returncode == 0, down.stderr[-2000:]
+    assert "deleting bridge" not in down.stderr and "killing processes" not in down.stderr, down.stderr
+    assert lock.read_text() == owner
+    assert subprocess.run(["ip", "link", "show", "lpbr0"], capture_output=True).returncode == 0
+    node = c.get("node", NODE)
+    assert {x["type"]: x["status"] for x in node["status"]["conditions"]}["Ready"] == "True"
+    dns = c.get("pods", "-n", "kube-system", "-l", "k8s-app=kube-dns")["items"]
+    assert dns and all(p["status"]["phase"] == "Running" for p in dns)

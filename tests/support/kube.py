@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,7 +131,12 @@ def start_cluster(state_dir: Path, *, real_node: bool = False) -> tuple[Cluster,
         proctree.adopt(pid, name)
 
     def stop() -> None:
-        subprocess.run([script, "down"], capture_output=True, timeout=300 if real_node else 120, env=env)
+        # a failed down leaves host state (mounts, the real node's lock) behind: the run's summary says so
+        timeout = 300 if real_node else 120
+        down = subprocess.run([script, "down"], capture_output=True, text=True, timeout=timeout, env=env)
+        if down.returncode != 0:
+            msg = f"hack/cluster.sh down of {state_dir} exited {down.returncode}:\n{down.stderr[-3000:]}"
+            warnings.warn(msg, stacklevel=2)
         for pid in components.values():
             proctree.release(pid)
 
