@@ -11,7 +11,9 @@
 #
 # Environment:
 #   LORAPLANE_REGISTRY_DIR   state dir (default ~/.cache/loraplane/registry): data/, config.yml, registry.log, registry.pid
-#   LORAPLANE_REGISTRY_PORT  port on 127.0.0.1 (default 5000)
+#   LORAPLANE_REGISTRY_PORT  port (default 5000)
+#   LORAPLANE_REGISTRY_HOST  address it listens on (default 127.0.0.1; e.g. the real node's bridge address, for
+#                            pods: only addresses of this machine's loopback or of bridges the project creates)
 #   LORAPLANE_REGISTRY_HTPASSWD  an htpasswd file (bcrypt): clients must log in (default: open, loopback only)
 set -euo pipefail
 
@@ -19,7 +21,7 @@ HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${LORAPLANE_CACHE:-$HOME/.cache/loraplane}"
 DIR="${LORAPLANE_REGISTRY_DIR:-$CACHE/registry}"
 PORT="${LORAPLANE_REGISTRY_PORT:-5000}"
-HOST=127.0.0.1
+HOST="${LORAPLANE_REGISTRY_HOST:-127.0.0.1}"
 ADDR="$HOST:$PORT"
 PIDFILE="$DIR/registry.pid"
 

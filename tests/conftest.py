@@ -54,6 +54,7 @@ STARTS: dict[str, frozenset[str]] = {
             "fake_hub",  # a stand-in for huggingface.co and modelscope.cn (tests/trainer/test_models.py)
             "package_index",  # uv resolving against the package index (tests/test_layout.py)
             "oci_registry",  # docker-registry on a loopback port (tests/support/registry.py)
+            "pod_registry",  # the same on the real node's bridge, for pods (tests/e2e/test_registry_path.py)
         }
     ),
 }

@@ -14,7 +14,14 @@ from loraplane.api.crdgen import render_all, render_crds
 from loraplane.api.finetunejob import DATASET_URI_PATTERN
 from loraplane.api.modelserver import ADAPTER_URI_PATTERN
 from loraplane.api.oci import OCI_PUSH_URI_PATTERN
-from tests.support.uris import OCI_SAFE, OCI_TRAVERSALS, SAFE_URIS, TRAVERSALS
+from tests.support.uris import (
+    OCI_PINNED,
+    OCI_PINNED_TRAVERSALS,
+    OCI_SAFE,
+    OCI_TRAVERSALS,
+    SAFE_URIS,
+    TRAVERSALS,
+)
 
 CRDS = Path(__file__).resolve().parent.parent / "manifests" / "crds"
 
@@ -92,6 +99,7 @@ URI_PATTERNS = {
     ("FineTuneJob", "spec.output.uri"): OCI_PUSH_URI_PATTERN,
 }
 OCI_FIELDS = {("FineTuneJob", "spec.output.uri")}
+PINNED_FIELDS = {("ModelServer", "spec.adapters[].source.uri"), ("ModelServer", "spec.adapters[].canary.source.uri")}
 
 
 def test_every_uri_field_has_the_models_pattern() -> None:
@@ -126,3 +134,15 @@ def test_crd_schema_refuses_bad_oci_references(uri: str) -> None:
 def test_crd_schema_admits_oci_references_where_they_belong(uri: str) -> None:
     for kind, path, node in _uri_fields():
         assert _api_server_matches(node["pattern"], uri) == ((kind, path) in OCI_FIELDS), f"{kind} {path} {uri!r}"
+
+
+@pytest.mark.parametrize("uri", OCI_PINNED)
+def test_crd_schema_admits_pinned_oci_versions_as_adapter_sources_only(uri: str) -> None:
+    for kind, path, node in _uri_fields():
+        assert _api_server_matches(node["pattern"], uri) == ((kind, path) in PINNED_FIELDS), f"{kind} {path} {uri!r}"
+
+
+@pytest.mark.parametrize("uri", OCI_PINNED_TRAVERSALS)
+def test_crd_schema_refuses_bad_pinned_oci_versions(uri: str) -> None:
+    for kind, path, node in _uri_fields():
+        assert not _api_server_matches(node["pattern"], uri), f"{kind} {path} admits {uri!r}"

@@ -185,10 +185,29 @@ def test_cross_namespace_adapters_refused_unless_allowed(ms: Ms, stub: StubRoute
         assert warning[0]["type"] == "Warning"
         allowed = modelserver("qwen", adapters, replicas=1, resources={"gpus": 0}, allowedNamespaces=[other])
         ms.c.apply(allowed, "-n", ms.ns)
+        # allowed, but the run's adapter is on a claim of the other namespace: no pod here can mount it
+        obj = ms.wait_condition("qwen", "Degraded", "True", "UnsupportedAdapterUri")
+        assert f"claim store in namespace {other}" in condition(obj, "Degraded")["message"]
+        # a run there that pushed its adapter to a registry, served through the adapter agent
+        pushed = f"oci://registry.example:5000/{other}/medical:v2@sha256:{'9' * 64}"
+        Ms(installed, other).finetunejob("v2", SHA["v2"], oci_uri=pushed)
+        agent = modelserver(
+            "qwen",
+            [pinned("medical", "v2", namespace=other)],
+            replicas=1,
+            resources={"gpus": 0},
+            allowedNamespaces=[other],
+            adapterAgent={"plainHttp": True},
+        )
+        ms.c.apply(agent, "-n", ms.ns)
         obj = ms.wait_condition("qwen", "Ready", "True")
-        assert obj["status"]["adapters"][0]["fineTuneJob"] == f"{other}/v1"
-        (model,) = stub.route(f"{ms.ns}.qwen")["adapters"]  # type: ignore[index]
-        assert model["versions"][0]["path"] == f"/mnt/adapters/store/{other}/v1"
+        assert obj["status"]["adapters"][0]["fineTuneJob"] == f"{other}/v2"
+        route = stub.route(f"{ms.ns}.qwen")
+        assert route is not None and route["agent_port"] == 8001
+        (model,) = route["adapters"]
+        assert model["versions"][0]["path"] == pushed
+        pod = ms.get("deployment", "qwen-vllm")["spec"]["template"]["spec"]  # type: ignore[index]
+        assert [c["name"] for c in pod["containers"]] == ["vllm", "adapter-agent"]
     finally:
         installed.kubectl("delete", "namespace", other, "--wait=false", check=False)
 

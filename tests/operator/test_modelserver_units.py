@@ -46,6 +46,9 @@ OWNER = Owner(kind="ModelServer", name="qwen", namespace="team-a", uid="u-9")
 SHA = {n: (c * 64) for n, c in zip(("v1", "v2", "v3", "bad", "run"), "abcde", strict=True)}
 T0 = "2025-01-01T00:00:00Z"
 T1 = "2025-01-01T00:05:00Z"
+OCI = {
+    n: f"oci://registry.example:5000/adapters/{n}:{n}@sha256:{c * 64}" for n, c in zip(("v1", "v2"), "12", strict=True)
+}
 
 
 def spec(**over: Any) -> ModelServerSpec:
@@ -73,6 +76,7 @@ def job(
     state: str = "Succeeded",
     gate: bool = True,
     labels: dict[str, str] | None = None,
+    oci: bool = False,
 ) -> JobInfo:
     done = state == "Succeeded"
     return JobInfo(
@@ -86,6 +90,7 @@ def job(
         gate_passed=gate,
         uri=f"pvc://store/{ns}/{name}" if done else "",
         sha256=SHA.get(name, "f" * 64) if done else "",
+        oci_uri=OCI.get(name, "") if done and oci else "",
     )
 
 
@@ -205,6 +210,35 @@ def test_pod_template_does_not_depend_on_adapter_versions() -> None:
     assert msb.deployment(OWNER, s, SETTINGS, store_claims(v2)) == msb.deployment(OWNER, s, SETTINGS, store_claims(v3))
 
 
+def test_the_adapter_agent_runs_next_to_vllm_and_alone_mounts_the_registry_login() -> None:
+    assert [
+        c["name"] for c in msb.deployment(OWNER, spec(), SETTINGS, [])["spec"]["template"]["spec"]["containers"]
+    ] == ["vllm"], "no agent unless asked for"
+    agent_spec = spec(adapterAgent={"credentialsSecret": "registry-login", "plainHttp": True, "cacheSize": "1Gi"})
+    pod = msb.deployment(OWNER, agent_spec, SETTINGS, [])["spec"]["template"]["spec"]
+    vllm, agent = pod["containers"]
+    assert agent["name"] == "adapter-agent" and agent["image"] == SETTINGS.agent_image
+    assert agent["command"] == ["python", "-m", "loraplane.serving.agent"]
+    env = {e["name"]: e.get("value") for e in agent["env"]}
+    assert env["LORAPLANE_AGENT_PORT"] == "8001" and env["LORAPLANE_AGENT_VLLM_URL"] == "http://127.0.0.1:8000"
+    assert env["LORAPLANE_AGENT_BASE_MODEL"] == "hf://Qwen/Qwen2.5-7B-Instruct@abc"
+    assert env["LORAPLANE_AGENT_MAX_LORA_RANK"] == "16" and env["LORAPLANE_AGENT_PLAIN_HTTP"] == "true"
+    assert env["LORAPLANE_AGENT_CACHE_LIMIT_BYTES"] == str(int(0.8 * 1024**3)), "evicts before the kubelet would"
+    assert env["DOCKER_CONFIG"] == "/etc/loraplane/registry"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["adapters"] == {"name": "adapters", "emptyDir": {"sizeLimit": "1Gi"}}
+    assert volumes["registry-auth"]["secret"]["secretName"] == "registry-login"
+    cache = SETTINGS.agent_cache_dir
+    assert {"name": "adapters", "mountPath": cache} in agent["volumeMounts"]
+    assert {"name": "adapters", "mountPath": cache, "readOnly": True} in vllm["volumeMounts"], "vLLM reads the copies"
+    assert not [m for m in vllm["volumeMounts"] if m["name"] == "registry-auth"], "the login is the agent's alone"
+    assert not [e for e in vllm["env"] if e["name"] == "DOCKER_CONFIG"]
+    assert agent["securityContext"] == restricted_container_security()
+    assert agent["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "agent"}
+    without_login = msb.deployment(OWNER, spec(adapterAgent={}), SETTINGS, [])["spec"]["template"]["spec"]
+    assert "registry-auth" not in {v["name"] for v in without_login["volumes"]}
+
+
 def test_service_and_disruption_budget() -> None:
     svc = msb.service(OWNER, SETTINGS)
     assert svc["metadata"]["name"] == "qwen-vllm" and svc["spec"]["selector"] == msb.selector_labels("qwen")
@@ -295,8 +329,45 @@ def test_cross_namespace_sources_need_allowed_namespaces() -> None:
     (plan,) = resolve_all(refused, namespace="team-a", jobs=[job("v1", ns="team-b")])
     assert plan.stable is None and plan.issues[0].reason == SourceReason.NAMESPACE_NOT_ALLOWED  # ... and resolution too
     allowed = spec(adapters=adapters, allowedNamespaces=["team-b"])
+    # allowed, but its pvc:// copy is on a claim of team-b, which team-a's pods cannot mount
     (plan,) = resolve_all(allowed, namespace="team-a", jobs=[job("v1", ns="team-b")])
-    assert plan.stable == Version("pvc://store/team-b/v1", SHA["v1"], "team-b/v1")
+    assert plan.stable is None and plan.issues[0].reason == SourceReason.UNSUPPORTED_URI
+    assert "claim store in namespace team-b" in plan.issues[0].message and "spec.adapterAgent" in plan.issues[0].message
+    # pushed to a registry and served through the agent: any namespace
+    pushed = job("v1", ns="team-b", oci=True)
+    (plan,) = resolve_all(allowed, namespace="team-a", jobs=[pushed])
+    assert plan.issues  # still no agent: the pvc:// copy is what it would serve
+    agent = spec(adapters=adapters, allowedNamespaces=["team-b"], adapterAgent={})
+    (plan,) = resolve_all(agent, namespace="team-a", jobs=[pushed])
+    assert plan.stable == Version(OCI["v1"], SHA["v1"], "team-b/v1") and not plan.issues
+
+
+def test_with_the_agent_a_pushed_run_is_served_from_the_registry() -> None:
+    s = spec(adapters=[{"name": "medical", "source": {"fineTuneJob": "v1"}}], adapterAgent={})
+    (plan,) = resolve_all(s, namespace="team-a", jobs=[job("v1", oci=True)])
+    assert plan.stable == Version(OCI["v1"], SHA["v1"], "v1")
+    assert store_claims([plan]) == [], "nothing to mount"
+    # same sha256, same name on vLLM, whichever store it comes from
+    (pvc,) = resolve_all(s.model_copy(update={"adapter_agent": None}), namespace="team-a", jobs=[job("v1", oci=True)])
+    assert pvc.stable is not None and pvc.stable.uri == "pvc://store/team-a/v1"
+    assert pvc.stable.lora_name("medical") == plan.stable.lora_name("medical")
+    # a run that pushed nothing is still served from its claim in the server's own namespace
+    (own,) = resolve_all(s, namespace="team-a", jobs=[job("v1")])
+    assert own.stable is not None and own.stable.uri == "pvc://store/team-a/v1"
+    route = desired_route("team-a.qwen", ["http://10.0.0.1:8000"], [plan], "/mnt/adapters", 8001)
+    assert route.agent_port == 8001 and route.adapters[0].versions[0].path == OCI["v1"]
+    assert not same_route(route, desired_route("team-a.qwen", ["http://10.0.0.1:8000"], [plan], "/mnt/adapters"))
+
+
+def test_an_oci_source_needs_the_agent() -> None:
+    adapters = [{"name": "medical", "source": {"uri": OCI["v1"]}}]
+    bare = {**spec().to_k8s(), "adapters": adapters}
+    (problem,) = modelserver_problems(bare)
+    assert "spec.adapters[0].source.uri" in str(problem) and "spec.adapterAgent" in str(problem)
+    tagged = {**bare, "adapterAgent": {}, "adapters": [{"name": "medical", "source": {"uri": "oci://r.io/a/b:v1"}}]}
+    assert modelserver_problems(tagged), "a tag can move: a version is pinned by digest"
+    (plan,) = resolve_all(spec(adapters=adapters, adapterAgent={}), namespace="team-a", jobs=[])
+    assert plan.stable == Version(OCI["v1"]) and not plan.issues
 
 
 def test_public_names_belong_to_the_oldest_modelserver() -> None:

@@ -164,9 +164,10 @@ def pinned(public: str, job: str, namespace: str | None = None) -> dict[str, Any
     return {"name": public, "source": source}
 
 
-def summary(sha256: str, *, passed: bool = True) -> str:
+def summary(sha256: str, *, passed: bool = True, oci_uri: str | None = None) -> str:
     """A trainer termination message (see tests/operator/test_finetunejob_controller.py)."""
     return ResultSummary(
+        oci_uri=oci_uri,
         ok=True,
         code=0,
         reason="Succeeded",
@@ -213,13 +214,22 @@ class Ms:
         proc = self.c.kubectl("get", kind, name, "-n", self.ns, "-o", "json", "--show-managed-fields", check=False)
         return dict(json.loads(proc.stdout)) if proc.returncode == 0 else None
 
-    def finetunejob(self, name: str, sha256: str, *, passed: bool = True, labels: dict[str, str] | None = None) -> None:
-        """A FineTuneJob that really runs on KWOK and succeeds with this adapter (and gate decision)."""
+    def finetunejob(
+        self,
+        name: str,
+        sha256: str,
+        *,
+        passed: bool = True,
+        labels: dict[str, str] | None = None,
+        oci_uri: str | None = None,
+    ) -> None:
+        """A FineTuneJob that really runs on KWOK and succeeds with this adapter (and gate decision); with
+        `oci_uri`, the trainer reports it pushed the adapter there."""
         obj = ftj(name)
         obj["metadata"]["labels"] = labels or {}
         self.c.apply(obj, "-n", self.ns)
         pod = Kube(self.c, self.ns).running_pod(name)["metadata"]["name"]
-        Kube(self.c, self.ns).finish_pod(pod, 0, summary(sha256, passed=passed))
+        Kube(self.c, self.ns).finish_pod(pod, 0, summary(sha256, passed=passed, oci_uri=oci_uri))
         self.c.kubectl("wait", "-n", self.ns, "--for=condition=Succeeded", "--timeout=120s", f"ftj/{name}")
 
     def wait(self, name: str, check: Callable[[dict[str, Any]], Any], what: str, timeout: float = 90) -> dict[str, Any]:

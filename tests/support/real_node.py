@@ -19,6 +19,8 @@ TAG = "0.1.0"
 IMAGES = ("operator", "router", "trainer", "vllm-cpu")
 SYSTEM_NS = "loraplane-system"
 NODE = os.environ.get("LORAPLANE_NODE_NAME", "loraplane-node-0")
+# the node bridge's address (hack/lib/node.sh): where pods reach services of this host
+NODE_IP = os.environ.get("LORAPLANE_NODE_SUBNET", "10.245.0.0/24").rsplit(".", 1)[0] + ".1"
 
 # A pod that can never start: these waiting reasons end a wait at once, with the reason.
 STUCK = ("ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError", "InvalidImageName", "CrashLoopBackOff")
@@ -102,3 +104,9 @@ def router_url(c: Cluster) -> str:
     """The router Service's ClusterIP URL (this host reaches ClusterIPs through the node's bridge)."""
     ip = c.get("service", "loraplane-router", "-n", SYSTEM_NS)["spec"]["clusterIP"]
     return f"http://{ip}:8000"
+
+
+def resource(kind: str, name: str, spec: dict[str, Any], labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """A Loraplane object (FineTuneJob, ModelServer) as a user writes it."""
+    metadata: dict[str, Any] = {"name": name, **({"labels": labels} if labels else {})}
+    return {"apiVersion": "loraplane.io/v1alpha1", "kind": kind, "metadata": metadata, "spec": spec}

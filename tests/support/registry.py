@@ -35,9 +35,17 @@ def docker_config(path: Path, addr: str, user: str, password: str) -> Path:
 
 
 @contextmanager
-def private_registry(state: Path, *, login: tuple[str, str] | None = None) -> Iterator[Registry]:
-    """Start a registry storing under `state`; stop it when the block ends."""
-    env = {**os.environ, "LORAPLANE_REGISTRY_DIR": str(state), "LORAPLANE_REGISTRY_PORT": str(free_port())}
+def private_registry(
+    state: Path, *, login: tuple[str, str] | None = None, host: str = "127.0.0.1"
+) -> Iterator[Registry]:
+    """Start a registry storing under `state`, listening on `host` (loopback, or the real node's bridge for
+    pods); stop it when the block ends."""
+    env = {
+        **os.environ,
+        "LORAPLANE_REGISTRY_DIR": str(state),
+        "LORAPLANE_REGISTRY_PORT": str(free_port()),
+        "LORAPLANE_REGISTRY_HOST": host,
+    }
     env.pop("LORAPLANE_REGISTRY_HTPASSWD", None)
     config = None
     if login:

@@ -44,3 +44,13 @@ OCI_SAFE = [
     "oci://ghcr.io/acme/adapters/medical:v1.2",
     "oci://registry.example.com/a_b/c-d.e:Run_7",
 ]
+_DIGEST = "sha256:" + "0123456789abcdef" * 4
+OCI_PINNED = [  # one version: what a ModelServer serves (with spec.adapterAgent)
+    f"oci://127.0.0.1:5000/adapters/medical@{_DIGEST}",
+    f"oci://ghcr.io/acme/adapters/medical:v1.2@{_DIGEST}",
+]
+OCI_PINNED_TRAVERSALS = [
+    f"oci://registry.example.com/adapters/../etc@{_DIGEST}",
+    f"oci://registry.example.com/adapters/medical@sha256:{'0' * 63}",
+    f"oci://registry.example.com/adapters/medical@sha512:{'0' * 64}",
+]

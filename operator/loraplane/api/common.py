@@ -7,6 +7,7 @@ generator in :mod:`loraplane.api.crdgen` turns them into `openAPIV3Schema`.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,6 +46,16 @@ MODEL_URI_HELP = (
 )
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$"
+_QUANTITY_FACTORS = {"m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15}
+_QUANTITY_FACTORS |= {f"{p}i": 1024 ** (i + 1) for i, p in enumerate("KMGTP")}
+
+
+def quantity_value(quantity: str) -> float:
+    """A quantity of QUANTITY_PATTERN as a number (2Gi -> 2147483648.0, 500m -> 0.5)."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)", quantity)
+    if match is None or match[2] not in _QUANTITY_FACTORS:
+        raise ValueError(f"{quantity!r} is not a quantity such as 8, 500m or 32Gi")
+    return float(match[1]) * _QUANTITY_FACTORS[match[2]]
 
 
 def cel(rule: str, message: str, *, field_path: str | None = None, reason: str | None = None) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from loraplane.api.common import (
     cel,
     immutable,
 )
-from loraplane.api.oci import OCI_PUSH_URI_HELP, OCI_PUSH_URI_PATTERN
+from loraplane.api.oci import OCI_PUSH_URI_HELP, OCI_PUSH_URI_PATTERN, login_secret_field
 
 DATASET_URI_PATTERN = (
     rf"^(hf|modelscope)://{HUB_REPO_PATTERN}(/{SAFE_PATH_PATTERN})?$"
@@ -255,15 +255,7 @@ class OutputSpec(K8sModel):
             "The manifest digest goes into status.adapter.",
         ),
     ] = None
-    credentials_secret: Annotated[
-        str | None,
-        Field(
-            pattern=DNS_LABEL_PATTERN,
-            max_length=253,
-            description="A kubernetes.io/dockerconfigjson Secret with the registry login; mounted only into the "
-            "training pod (the operator never reads it).",
-        ),
-    ] = None
+    credentials_secret: Annotated[str | None, login_secret_field("training pod")] = None
     plain_http: Annotated[
         bool, Field(description="Talk to the registry over plain HTTP (a registry on the cluster's network).")
     ] = False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from loraplane.api.common import (
     CLAIM_PATTERN,
@@ -18,12 +18,15 @@ from loraplane.api.common import (
     ModelSource,
     PodResources,
     PrinterColumn,
+    Quantity,
     cel,
 )
+from loraplane.api.oci import OCI_PINNED_URI_HELP, OCI_PINNED_URI_PATTERN, login_secret_field
 
 PUBLIC_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$"
 ADAPTER_URI_PATTERN = (
     rf"^(pvc://{CLAIM_PATTERN}/{SAFE_PATH_PATTERN}|file:///{SAFE_PATH_PATTERN}|(hf|modelscope)://{HUB_REPO_PATTERN})$"
+    rf"|{OCI_PINNED_URI_PATTERN}"
 )
 
 
@@ -48,7 +51,11 @@ class AdapterSource(K8sModel):
             pattern=ADAPTER_URI_PATTERN,
             max_length=1024,
             description="An adapter artifact (PEFT directory with result.json): pvc://CLAIM/PATH, "
-            "file:///PATH, hf://ORG/NAME[@REVISION] or modelscope://ORG/NAME[@REVISION]; " + SAFE_PATH_HELP + ".",
+            "file:///PATH, hf://ORG/NAME[@REVISION], modelscope://ORG/NAME[@REVISION] or "
+            + OCI_PINNED_URI_HELP
+            + " (needs spec.adapterAgent); "
+            + SAFE_PATH_HELP
+            + ".",
         ),
     ] = None
     selector: Annotated[
@@ -143,6 +150,23 @@ class VllmSpec(K8sModel):
     ] = None
 
 
+class AdapterAgentSpec(K8sModel):
+    """The adapter agent: a sidecar in every vLLM pod that pulls oci:// adapter versions from a registry into a
+    bounded cache, verifies them and loads them into its replica (docs/adapter-agent.md)."""
+
+    credentials_secret: Annotated[str | None, login_secret_field("agent container")] = None
+    plain_http: Annotated[
+        bool, Field(description="Pull over plain HTTP (a registry on the cluster's network, without TLS).")
+    ] = False
+    cache_size: Annotated[
+        Quantity,
+        Field(
+            description="Size limit of each replica's adapter cache (an emptyDir); unloaded adapters are evicted "
+            "least recently used first, and a load that does not fit next to the loaded ones is refused."
+        ),
+    ] = "2Gi"
+
+
 class ModelServerSpec(K8sModel):
     """Desired state of a ModelServer."""
 
@@ -162,6 +186,27 @@ class ModelServerSpec(K8sModel):
         list[Annotated[str, Field(pattern=DNS_LABEL_PATTERN, max_length=63)]] | None,
         Field(max_length=64, description="Other namespaces whose FineTuneJobs this server may serve."),
     ] = None
+    adapter_agent: Annotated[
+        AdapterAgentSpec | None,
+        Field(
+            description="Run the adapter agent next to vLLM and serve adapters from a registry: FineTuneJobs that "
+            "pushed one (spec.output.uri) are served from it, and oci:// sources are allowed."
+        ),
+    ] = None
+
+    @model_validator(mode="after")
+    def _oci_sources_need_the_agent(self) -> ModelServerSpec:
+        if self.adapter_agent is None:
+            for i, adapter in enumerate(self.adapters):
+                for where, src in [("source", adapter.source)] + (
+                    [("canary.source", adapter.canary.source)] if adapter.canary else []
+                ):
+                    if src.uri and src.uri.startswith("oci://"):
+                        raise ValueError(
+                            f"spec.adapters[{i}].{where}.uri: an oci:// source needs spec.adapterAgent "
+                            "(the agent in each vLLM pod pulls it)"
+                        )
+        return self
 
 
 class ResolvedAdapter(K8sModel):
@@ -237,7 +282,14 @@ class ModelServer(K8sModel):
             cel(
                 "size(self.metadata.name) <= 47",
                 "metadata.name must be at most 47 characters (the Deployment and its pods derive their names from it)",
-            )
+            ),
+            cel(
+                "has(self.spec.adapterAgent) || !has(self.spec.adapters) || self.spec.adapters.all(a, "
+                "!(has(a.source.uri) && a.source.uri.startsWith('oci://')) && !(has(a.canary) && "
+                "has(a.canary.source.uri) && a.canary.source.uri.startsWith('oci://')))",
+                "spec.adapters: an oci:// source needs spec.adapterAgent (the agent in each vLLM pod pulls it)",
+                field_path=".spec.adapters",
+            ),
         ],
     )
 

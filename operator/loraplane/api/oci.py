@@ -19,7 +19,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import Any
 
+from pydantic import Field
+
+from loraplane.api.common import DNS_LABEL_PATTERN
 from loraplane.api.result import RESULT_FILE
 
 ARTIFACT_TYPE = "application/vnd.cncf.model.manifest.v1+json"
@@ -43,6 +47,20 @@ OCI_URI_PATTERN = rf"^oci://{_REGISTRY}/{_REPO_PART}(/{_REPO_PART})*(:{_TAG})?(@
 OCI_URI_HELP = "oci://REGISTRY[:PORT]/REPOSITORY[:TAG][@sha256:DIGEST] (lowercase repository path)"
 OCI_PUSH_URI_PATTERN = rf"^oci://{_REGISTRY}/{_REPO_PART}(/{_REPO_PART})*(:{_TAG})?$"  # where to push: no digest
 OCI_PUSH_URI_HELP = "oci://REGISTRY[:PORT]/REPOSITORY[:TAG] (lowercase repository path, no digest)"
+
+
+def login_secret_field(mounted_into: str) -> Any:
+    """The schema of a `credentialsSecret` field: the Secret's name, and who alone mounts it."""
+    return Field(
+        pattern=DNS_LABEL_PATTERN,
+        max_length=253,
+        description="A kubernetes.io/dockerconfigjson Secret with the registry login; mounted only into the "
+        f"{mounted_into} (the operator never reads it).",
+    )
+
+
+OCI_PINNED_URI_PATTERN = rf"^oci://{_REGISTRY}/{_REPO_PART}(/{_REPO_PART})*(:{_TAG})?@{_DIGEST}$"  # one version
+OCI_PINNED_URI_HELP = "oci://REGISTRY[:PORT]/REPOSITORY[:TAG]@sha256:DIGEST (pinned: a tag can move)"
 _PARSE = re.compile(
     rf"^oci://(?P<registry>{_REGISTRY})/(?P<repository>{_REPO_PART}(/{_REPO_PART})*)"
     rf"(:(?P<tag>{_TAG}))?(@(?P<digest>{_DIGEST}))?$"

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from loraplane.api.common import PodResources, SecretKeyRef
+from loraplane.api.oci import DOCKER_CONFIG_ENV, REGISTRY_AUTH_DIR
 from loraplane.api.trainer_spec import HUB_TOKEN_ENV, Mounts
 
 CACHE_DIR = "/var/cache/loraplane"
@@ -80,3 +81,20 @@ def pvc_claim(uri: str | None) -> str | None:
     if uri and uri.startswith("pvc://"):
         return uri.removeprefix("pvc://").split("/", 1)[0]
     return None
+
+
+REGISTRY_AUTH_VOLUME = "registry-auth"
+
+
+def registry_auth(secret: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A registry login for the one container that pushes or pulls: (volume, mount, env).
+
+    The kubernetes.io/dockerconfigjson Secret becomes REGISTRY_AUTH_DIR/config.json, where DOCKER_CONFIG
+    points (docker's and oras' convention); the kubelet mounts it, the operator never reads it.
+    """
+    login = [{"key": ".dockerconfigjson", "path": "config.json"}]
+    return (
+        {"name": REGISTRY_AUTH_VOLUME, "secret": {"secretName": secret, "items": login}},
+        {"name": REGISTRY_AUTH_VOLUME, "mountPath": REGISTRY_AUTH_DIR, "readOnly": True},
+        {"name": DOCKER_CONFIG_ENV, "value": REGISTRY_AUTH_DIR},
+    )

@@ -87,6 +87,15 @@ class OperatorSettings(BaseSettings):
         "<registry>/loraplane/vllm-cpu:<version>).",
     )
     vllm_port: int = Field(8000, ge=1, le=65535, description="Port vLLM listens on in ModelServer pods.")
+    agent_image: str = Field(
+        "ghcr.io/loraplane/router:0.1.0",
+        description="Image of the adapter agent sidecar (spec.adapterAgent): the router image, which has it.",
+    )
+    agent_port: int = Field(8001, ge=1, le=65535, description="Port the adapter agent listens on in vLLM pods.")
+    agent_cache_dir: str = Field(
+        "/var/cache/loraplane-adapters",
+        description="Where the adapter agent keeps pulled adapters in vLLM pods (vLLM reads them at the same path).",
+    )
     fetch_image: str | None = Field(
         None, description="Image of the init container that fetches the base model; default: trainer_image."
     )

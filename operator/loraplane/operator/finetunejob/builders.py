@@ -19,7 +19,6 @@ from typing import Any
 
 from loraplane.api.exit_codes import PERMANENT, ExitCode
 from loraplane.api.finetunejob import FineTuneJobSpec
-from loraplane.api.oci import DOCKER_CONFIG_ENV, REGISTRY_AUTH_DIR
 from loraplane.api.trainer_spec import TrainerSpec
 from loraplane.operator import pods
 from loraplane.operator.names import (
@@ -134,10 +133,9 @@ def _volumes(owner: Owner, spec: FineTuneJobSpec) -> tuple[list[dict[str, Any]],
         {"name": "store", "mountPath": f"{pods.MOUNTS.pvc_root}/{store}"},
     ]
     if spec.output.credentials_secret:  # the registry login, for this pod only (the operator never reads it)
-        login = [{"key": ".dockerconfigjson", "path": "config.json"}]
-        secret = {"secretName": spec.output.credentials_secret, "items": login}
-        volumes.append({"name": "registry-auth", "secret": secret})
-        mounts.append({"name": "registry-auth", "mountPath": REGISTRY_AUTH_DIR, "readOnly": True})
+        volume, mount, _ = pods.registry_auth(spec.output.credentials_secret)
+        volumes.append(volume)
+        mounts.append(mount)
     if spec.resources.gpus > 1 or spec.resources.nodes > 1:
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
@@ -160,7 +158,7 @@ def _env(spec: FineTuneJobSpec) -> list[dict[str, Any]]:
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
     if spec.output.credentials_secret:
-        env.append({"name": DOCKER_CONFIG_ENV, "value": REGISTRY_AUTH_DIR})
+        env.append(pods.registry_auth(spec.output.credentials_secret)[2])
     return env + pods.hub_token_env(spec.base_model.token_secret_ref)
 
 

@@ -11,6 +11,12 @@ Layout inside a vLLM pod:
                                     /var/cache/loraplane/model at the checkpoint; vLLM serves that path
     <adapterMountRoot>/<claim>      every adapter store (PVC) the resolved versions live on, read-only
     /mnt/pvc/<claim>                the base model's claim for a pvc:// base model, read-only
+    <agentCacheDir>                 with spec.adapterAgent: the adapter agent's cache (an emptyDir with the
+                                    spec's size limit), written by the agent, read-only for vLLM
+
+With spec.adapterAgent each pod also runs the adapter agent (container `adapter-agent`, the router image):
+the router sends that replica's adapter calls to it, it pulls oci:// versions with the registry login
+(mounted into it alone), verifies them, and has vLLM load the local copy over localhost.
 The pod template depends only on the spec and the set of adapter-store claims, never on adapter
 versions: a new version is loaded at runtime by the router, without restarting pods.
 """
@@ -20,7 +26,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from loraplane.api.modelserver import ModelServerSpec
+from loraplane.api.common import quantity_value
+from loraplane.api.modelserver import AdapterAgentSpec, ModelServerSpec
 from loraplane.api.trainer_spec import FetchEnv
 from loraplane.operator import pods
 from loraplane.operator.names import (
@@ -38,6 +45,10 @@ KIND = "ModelServer"
 COMPONENT = "vllm"
 CONTAINER = "vllm"
 FETCH_CONTAINER = "fetch-model"
+AGENT_CONTAINER = "adapter-agent"
+AGENT_COMMAND = ["python", "-m", "loraplane.serving.agent"]
+# The agent evicts beyond this share of the cache's size limit: the kubelet evicts the pod beyond all of it.
+AGENT_CACHE_SHARE = 0.8
 # Runs in the init container (trainer image: it has the hub clients and the GGUF dequantizer).
 FETCH_COMMAND = ["python", "-m", "loraplane.trainer.fetch"]
 MODEL_DIR = f"{pods.CACHE_DIR}/model"
@@ -101,6 +112,12 @@ def _volumes(spec: ModelServerSpec, settings: OperatorSettings, claims: list[str
         volumes.append({"name": "base-model", "persistentVolumeClaim": {"claimName": base, "readOnly": True}})
     for i, claim in enumerate(claims):
         volumes.append({"name": f"store-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+    agent = spec.adapter_agent
+    if agent is not None:
+        volumes.append({"name": "adapters", "emptyDir": {"sizeLimit": agent.cache_size}})
+        volumes.append({"name": "agent-tmp", "emptyDir": {}})
+        if agent.credentials_secret:
+            volumes.append(pods.registry_auth(agent.credentials_secret)[0])
     return volumes
 
 
@@ -158,6 +175,8 @@ def vllm_container(
     root = settings.adapter_mount_root.rstrip("/")
     for i, claim in enumerate(claims):
         mounts.append({"name": f"store-{i}", "mountPath": f"{root}/{claim}", "readOnly": True})
+    if spec.adapter_agent is not None:
+        mounts.append({"name": "adapters", "mountPath": settings.agent_cache_dir, "readOnly": True})
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.vllm.image or settings.vllm_image,
@@ -174,6 +193,50 @@ def vllm_container(
     return container
 
 
+def agent_cache_limit(agent: AdapterAgentSpec) -> int:
+    """Bytes of pulled adapters the agent keeps before it evicts unloaded ones."""
+    return int(quantity_value(agent.cache_size) * AGENT_CACHE_SHARE)
+
+
+def agent_container(spec: ModelServerSpec, settings: OperatorSettings) -> dict[str, Any]:
+    """The adapter agent sidecar (spec.adapterAgent): pulls, verifies and loads this replica's adapters."""
+    agent = spec.adapter_agent
+    assert agent is not None
+    env: list[dict[str, Any]] = [
+        {"name": "LORAPLANE_AGENT_PORT", "value": str(settings.agent_port)},
+        {"name": "LORAPLANE_AGENT_VLLM_URL", "value": f"http://127.0.0.1:{settings.vllm_port}"},
+        {"name": "LORAPLANE_AGENT_CACHE_DIR", "value": settings.agent_cache_dir},
+        {"name": "LORAPLANE_AGENT_CACHE_LIMIT_BYTES", "value": str(agent_cache_limit(agent))},
+        {"name": "LORAPLANE_AGENT_BASE_MODEL", "value": spec.base_model.uri},
+        {"name": "LORAPLANE_AGENT_MAX_LORA_RANK", "value": str(spec.vllm.max_lora_rank)},
+        {"name": "LORAPLANE_AGENT_PLAIN_HTTP", "value": "true" if agent.plain_http else "false"},
+        {"name": "LORAPLANE_AGENT_LOG_FORMAT", "value": "json"},
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "adapters", "mountPath": settings.agent_cache_dir},
+        {"name": "agent-tmp", "mountPath": "/tmp"},
+    ]
+    if agent.credentials_secret:  # the registry login, for this container only
+        _, mount, login_env = pods.registry_auth(agent.credentials_secret)
+        mounts.append(mount)
+        env.append(login_env)
+    probe = {"httpGet": {"path": "/healthz", "port": "agent"}, "periodSeconds": 5, "timeoutSeconds": 3}
+    return {
+        "name": AGENT_CONTAINER,
+        "image": settings.agent_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": list(AGENT_COMMAND),
+        "env": env,
+        "ports": [{"name": "agent", "containerPort": settings.agent_port, "protocol": "TCP"}],
+        "readinessProbe": probe,
+        "volumeMounts": mounts,
+        "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "securityContext": pods.restricted_container_security(),
+    }
+
+
 def deployment(owner: Owner, spec: ModelServerSpec, settings: OperatorSettings, claims: list[str]) -> dict[str, Any]:
     """The vLLM Deployment. Rolling updates keep every replica serving until its successor is ready."""
     launch = vllm_launch(owner, spec, settings)
@@ -183,7 +246,10 @@ def deployment(owner: Owner, spec: ModelServerSpec, settings: OperatorSettings, 
         "terminationGracePeriodSeconds": launch.termination_grace_period_seconds,
         "securityContext": pods.restricted_pod_security(),
         "initContainers": [fetch_container(spec, settings)],
-        "containers": [vllm_container(spec, settings, claims, launch)],
+        "containers": [
+            vllm_container(spec, settings, claims, launch),
+            *([agent_container(spec, settings)] if spec.adapter_agent is not None else []),
+        ],
         "volumes": _volumes(spec, settings, claims),
         **pods.scheduling(spec.resources),
     }

@@ -157,11 +157,14 @@ def _children(
     return deployment
 
 
-def _publish(key: str, urls: Iterable[str], plans: list[AdapterPlan], settings: OperatorSettings) -> RouteResult:
+def _publish(
+    key: str, urls: Iterable[str], plans: list[AdapterPlan], settings: OperatorSettings, *, agent: bool
+) -> RouteResult:
     router = router_for(settings)
     if router is None:
         return RouteResult(configured=False)
-    desired = desired_route(key, list(urls), plans, settings.adapter_mount_root)
+    agent_port = settings.agent_port if agent else None
+    desired = desired_route(key, list(urls), plans, settings.adapter_mount_root, agent_port)
     try:
         published = publish(router, key, desired)
     except RouterError as exc:
@@ -199,7 +202,7 @@ def reconcile_object(
     selector = f"{LABEL_MODELSERVER}={owner.name},{LABEL_COMPONENT}={msb.COMPONENT}"
     pods = kube.list_objects("v1", "Pod", owner.namespace, selector)
     urls = ready_replicas(pods, settings)
-    route = _publish(key, urls.values(), plans, settings)
+    route = _publish(key, urls.values(), plans, settings, agent=spec.adapter_agent is not None)
     snap = ServerSnapshot(
         generation=generation,
         problems=[],

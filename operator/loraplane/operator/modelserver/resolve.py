@@ -8,7 +8,11 @@ Rules (GitOps: the spec in git says *how* to pick a version; nothing writes any 
   labels that Succeeded, produced an adapter and passed its gate. Promotion happens because a new run
   passes; a run that fails its gate is never picked.
 * `uri` names an artifact directly (its sha256 is then unknown to the operator; the router still checks
-  the files against the artifact's own result.json before loading).
+  the files against the artifact's own result.json before loading, and the adapter agent checks an
+  oci:// artifact's digests and files before vLLM sees it).
+* With `spec.adapterAgent`, a FineTuneJob that pushed its adapter to a registry (`status.adapter.ociUri`,
+  pinned by digest) is served from there: nothing to mount, any namespace, any node. Without the agent,
+  or for a run that pushed nothing, its pvc:// copy is served (pods mount the claim: same namespace).
 * A source in another namespace is refused unless that namespace is in `spec.allowedNamespaces`.
 * A FineTuneJob's adapter is refused before it reaches the router when the server cannot load it
   correctly: trained on another base model than `spec.baseModel.uri` (a hub URI without a revision on
@@ -52,6 +56,7 @@ class JobInfo:
     gate_passed: bool = False
     uri: str = ""
     sha256: str = ""
+    oci_uri: str = ""  # where the run pushed its adapter, pinned by manifest digest ("" = not pushed)
     base_model: str = ""  # URI[@REVISION] the run trained on ("" = unknown: not checked)
     lora_rank: int = 0  # the run's spec.lora.r (0 = unknown: not checked)
 
@@ -78,6 +83,7 @@ class JobInfo:
             gate_passed=gate,
             uri=str(adapter.get("uri") or ""),
             sha256=str(adapter.get("sha256") or ""),
+            oci_uri=str(adapter.get("ociUri") or ""),
             base_model=_trained_on(spec, adapter),
             lora_rank=int((spec.get("lora") or {}).get("r") or LoraSpec().r),
         )
@@ -98,14 +104,16 @@ def _trained_on(spec: Mapping[str, Any], adapter: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Target:
-    """What the server's replicas can load correctly: adapters of its base model up to its LoRA rank."""
+    """What the server's replicas can load correctly: adapters of its base model up to its LoRA rank, from
+    the stores its pods reach (claims they mount; registries too when the adapter agent runs next to vLLM)."""
 
     base_model: str
     max_lora_rank: int
+    agent: bool = False
 
     @classmethod
     def of(cls, spec: ModelServerSpec) -> Target:
-        return cls(spec.base_model.uri, spec.vllm.max_lora_rank)
+        return cls(spec.base_model.uri, spec.vllm.max_lora_rank, spec.adapter_agent is not None)
 
 
 def incompatibility(job: JobInfo, target: Target) -> str | None:
@@ -191,10 +199,15 @@ def newest_servable(jobs: Iterable[JobInfo], namespace: str, match_labels: Mappi
     return max(candidates, key=lambda j: (j.created, j.name), default=None)
 
 
-def _unsupported(uri: str) -> str | None:
-    if uri.startswith(("pvc://", "file://")):
+def _unsupported(uri: str, agent: bool) -> str | None:
+    if uri.startswith(("pvc://", "file://")) or (agent and uri.startswith("oci://")):
         return None
-    return f"{uri}: the controller serves pvc:// and file:// adapters; copy hub adapters into an adapter store first"
+    if uri.startswith("oci://"):
+        return f"{uri}: an oci:// adapter needs spec.adapterAgent (the agent in each vLLM pod pulls it)"
+    return (
+        f"{uri}: the controller serves pvc://, file:// and (with spec.adapterAgent) oci:// adapters; "
+        "copy hub adapters into an adapter store first"
+    )
 
 
 def resolve_source(
@@ -218,7 +231,7 @@ def resolve_source(
             ),
         )
     if source.uri:
-        problem = _unsupported(source.uri)
+        problem = _unsupported(source.uri, target is not None and target.agent)
         if problem:
             return SourceResult(None, Issue("Degraded", SourceReason.UNSUPPORTED_URI, f"{where}.uri: {problem}"))
         return SourceResult(Version(uri=source.uri))
@@ -229,12 +242,12 @@ def resolve_source(
             return SourceResult(
                 None, Issue("Degraded", SourceReason.NOT_FOUND, f"{where}.fineTuneJob: FineTuneJob {label} not found")
             )
-        return _pinned(job, label, where, target)
+        return _pinned(job, label, where, target, namespace)
     assert source.selector is not None  # the CRD's CEL rule: exactly one source
     wanted = source.selector.match_labels
     best = newest_servable(jobs, ns, wanted)
     if best is not None:
-        return _servable(best, _label(ns, best.name, namespace), where, target)
+        return _servable(best, _label(ns, best.name, namespace), where, target, namespace)
     selected = [j for j in jobs if j.namespace == ns and matches(j, wanted)]
     text = ",".join(f"{k}={v}" for k, v in sorted(wanted.items()))
     if not selected:
@@ -248,7 +261,7 @@ def resolve_source(
     return SourceResult(None, Issue("Progressing" if running else "Degraded", SourceReason.NOTHING_PASSED, message))
 
 
-def _pinned(job: JobInfo, label: str, where: str, target: Target | None) -> SourceResult:
+def _pinned(job: JobInfo, label: str, where: str, target: Target | None, namespace: str) -> SourceResult:
     field_ = f"{where}.fineTuneJob"
     if job.failed:
         return SourceResult(None, Issue("Degraded", SourceReason.FAILED, f"{field_}: FineTuneJob {label} failed"))
@@ -268,19 +281,27 @@ def _pinned(job: JobInfo, label: str, where: str, target: Target | None) -> Sour
         return SourceResult(
             None, Issue("Degraded", SourceReason.NO_ADAPTER, f"{field_}: FineTuneJob {label} reports no adapter")
         )
-    return _servable(job, label, field_, target)
+    return _servable(job, label, field_, target, namespace)
 
 
-def _servable(job: JobInfo, label: str, field_: str, target: Target | None) -> SourceResult:
+def _servable(job: JobInfo, label: str, field_: str, target: Target | None, namespace: str) -> SourceResult:
     """The version of a run that succeeded and passed, unless the server cannot load it (then the issue)."""
-    problem = _unsupported(job.uri)
+    agent = target is not None and target.agent
+    uri = job.oci_uri if agent and job.oci_uri else job.uri
+    problem = _unsupported(uri, agent)
+    if not problem and pvc_claim(uri) and job.namespace != namespace:
+        problem = (
+            f"the adapter of FineTuneJob {label} is on claim {pvc_claim(uri)} in namespace {job.namespace}, which "
+            "this server's pods cannot mount; push it to a registry (the FineTuneJob's spec.output.uri) and set "
+            "spec.adapterAgent"
+        )
     if problem:
         return SourceResult(None, Issue("Degraded", SourceReason.UNSUPPORTED_URI, f"{field_}: {problem}"))
     mismatch = incompatibility(job, target) if target is not None else None
     if mismatch:
         message = f"{field_}: the adapter of FineTuneJob {label} is not loaded: {mismatch}"
         return SourceResult(None, Issue("Degraded", SourceReason.INCOMPATIBLE, message))
-    return SourceResult(Version(job.uri, job.sha256, label))
+    return SourceResult(Version(uri, job.sha256, label))
 
 
 # ------------------------------------------------------------------------------------------- public names

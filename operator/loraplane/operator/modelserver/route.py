@@ -23,9 +23,14 @@ from loraplane.operator.modelserver.resolve import AdapterPlan, adapter_path
 
 
 def desired_route(
-    base_model: str, replicas: Sequence[str], plans: Iterable[AdapterPlan], mount_root: str
+    base_model: str,
+    replicas: Sequence[str],
+    plans: Iterable[AdapterPlan],
+    mount_root: str,
+    agent_port: int | None = None,
 ) -> ServerRoute:
-    """The final route: every unblocked, resolved public name with its version(s) and weights."""
+    """The final route: every unblocked, resolved public name with its version(s) and weights; with
+    `agent_port`, each replica's adapter calls go through its adapter agent."""
     models = []
     for plan in plans:
         versions = [
@@ -39,7 +44,7 @@ def desired_route(
         ]
         if versions:
             models.append(PublicModel(name=plan.name, versions=versions))
-    return ServerRoute(base_model=base_model, replicas=sorted(replicas), adapters=models)
+    return ServerRoute(base_model=base_model, replicas=sorted(replicas), adapters=models, agent_port=agent_port)
 
 
 def loaded_everywhere(name: str, state: ServerStatus | None, replicas: Sequence[str]) -> bool:
@@ -97,6 +102,7 @@ def same_route(a: ServerRoute | None, b: ServerRoute | None) -> bool:
     def key(r: ServerRoute) -> tuple[object, ...]:
         return (
             r.base_model,
+            r.agent_port,
             tuple(sorted(r.replicas)),
             tuple(
                 sorted(
