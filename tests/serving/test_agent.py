@@ -4,12 +4,14 @@ agent keeps the replica serving. Last, the router drives it: registry -> agent -
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from loraplane.api.artifact import describe_adapter
 from loraplane.api.oci import OciRef
 from loraplane.api.result import TrainingResult
 from loraplane.serving import oci_store
@@ -136,9 +138,22 @@ def test_tampered_and_wrong_base_artifacts_are_refused_before_vllm_sees_them(
     message = resp.json()["error"]["message"]
     assert "its base model hf://HuggingFaceTB/SmolLM2-135M-Instruct differs from this replica's file://" in message
 
-    assert not {"oci-evil", "oci-other"} & listed(replica)
+    # A foreign artifact, consistent and of the right base, whose PEFT settings vLLM cannot serve (DoRA)
+    dora = make_adapter("oci-dora", 24, tmp_path / "dora")
+    config = json.loads((dora / "adapter_config.json").read_text())
+    (dora / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
+    result = TrainingResult.read(dora)
+    assert result is not None
+    result.adapter = describe_adapter(dora, r=result.adapter.r if result.adapter else None)
+    result.write(dora)
+    resp = load(agent, "oci-dora", published(oci_registry, dora, "oci-dora"))
+    assert resp.status_code == 400, resp.text
+    assert "adapter_config.json.useDora: vLLM cannot serve DoRA adapters" in resp.json()["error"]["message"]
+
+    assert not {"oci-evil", "oci-other", "oci-dora"} & listed(replica)
     assert residency(agent)["adapters"] == []
-    assert [e["usedBy"] for e in residency(agent)["cache"]["entries"]] == [[]]  # only the verified wrong-base one
+    # only the verified ones stay cached, unused: the wrong-base and the DoRA artifacts
+    assert [e["usedBy"] for e in residency(agent)["cache"]["entries"]] == [[], []]
     assert load(agent, "oci-x", f"oci://{oci_registry.addr}/adapters/oci-a:v1").status_code == 400  # not pinned
 
 

@@ -97,7 +97,7 @@ def servability_problems(
                     "(or omit targetModules for the default)",
                 )
             )
-        elif family != "qwen" and "c_attn" in target_modules:
+        elif "c_attn" in target_modules and "c_attn" not in default_target_modules(family):  # gpt2 has c_attn
             problems.append(
                 Problem(f"{prefix}.targetModules", f"{family} models have no 'c_attn'; use e.g. {expected}")
             )

@@ -5,8 +5,8 @@ It speaks vLLM's own admin API, so the router's adapter manager drives it exactl
 
 - an `oci://…@sha256:…` path is pulled from the registry into the replica's bounded cache and verified
   (manifest digest, every layer digest, result.json) before vLLM sees it; vLLM then loads the local copy;
-- before anything is pulled or loaded, the adapter must fit the replica: same base model, rank within
-  `--max-lora-rank` (from the artifact's result.json) — refused with 400 naming what differs;
+- before vLLM is asked, the adapter must fit the replica (`fit.py`): same base model, rank within
+  `--max-lora-rank`, PEFT settings vLLM can serve for the architecture — refused with 400 naming what differs;
 - `/residency` and `/metrics` report which adapters are loaded since when, and what the cache holds.
 
 Any other path (a directory on a claim the pod mounts) goes to vLLM unchanged. vLLM is on localhost; the
@@ -29,10 +29,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from loraplane.api.compat import same_base_model
 from loraplane.api.oci import OciRef
-from loraplane.api.result import TrainingResult
 from loraplane.serving.agent.cache import AdapterCache, CacheFull
+from loraplane.serving.agent.fit import peft_config, unfit
 from loraplane.serving.agent.settings import AgentSettings
 from loraplane.serving.oci_store import ArtifactRefused, RegistryAccess, StoreError, pull
 from loraplane.serving.vllm_client import ALREADY_LOADED
@@ -51,18 +50,6 @@ class Loaded:
 
 def openai_error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
-
-
-def mismatch(result: TrainingResult, settings: AgentSettings) -> str | None:
-    """Why this replica cannot serve the adapter correctly (base model, rank), naming both sides."""
-    problems = []
-    trained = result.base_model.uri if result.base_model else ""
-    if settings.base_model and trained and not same_base_model(trained, settings.base_model):
-        problems.append(f"its base model {trained} differs from this replica's {settings.base_model}")
-    rank = result.adapter.r if result.adapter else None
-    if rank is not None and rank > settings.max_lora_rank:
-        problems.append(f"its LoRA rank {rank} exceeds this replica's --max-lora-rank {settings.max_lora_rank}")
-    return "; ".join(problems) or None
 
 
 class Metrics:
@@ -136,7 +123,12 @@ class AdapterAgent:
             m.pull_seconds.observe(time.monotonic() - started)
         else:
             m.hits.inc()
-        problem = mismatch(entry.result, self.settings)
+        problem = unfit(
+            entry.result,
+            peft_config(entry.path),
+            base_model=self.settings.base_model,
+            max_lora_rank=self.settings.max_lora_rank,
+        )
         if problem:
             return openai_error(400, f"adapter {name} from {source} cannot be served here: {problem}")
         return entry.digest, str(entry.path)

@@ -1,0 +1,57 @@
+"""The adapter agent's fit rules (pure): base model, rank and PEFT settings, each naming where it comes from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loraplane.api.result import AdapterFiles, BaseModelInfo, TrainingResult
+from loraplane.serving.agent.fit import peft_config, unfit
+
+BASE = "hf://HuggingFaceTB/SmolLM2-135M-Instruct@main"
+OK_CONFIG = {"r": 8, "bias": "none", "use_dora": False, "target_modules": ["q_proj", "v_proj"]}
+
+
+def result(base: str = BASE, r: int = 8, family: str | None = None) -> TrainingResult:
+    return TrainingResult(
+        ok=True,
+        code=0,
+        reason="Succeeded",
+        base_model=BaseModelInfo(uri=base, family=family),
+        adapter=AdapterFiles(sha256="a" * 64, r=r),
+    )
+
+
+def check(res: TrainingResult, config: dict[str, Any], max_rank: int = 16) -> str | None:
+    return unfit(res, config, base_model=BASE, max_lora_rank=max_rank)
+
+
+def test_a_fitting_adapter_passes() -> None:
+    assert check(result(), OK_CONFIG) is None
+    assert check(result(base="hf://HuggingFaceTB/SmolLM2-135M-Instruct"), OK_CONFIG) is None  # unpinned side
+
+
+@pytest.mark.parametrize(
+    ("res", "config", "expected"),
+    [
+        (result(base="hf://Qwen/Qwen2.5-0.5B"), OK_CONFIG, "its base model hf://Qwen/Qwen2.5-0.5B differs from"),
+        (result(r=32), OK_CONFIG, "its LoRA rank 32 exceeds this replica's --max-lora-rank 16"),
+        (result(), {**OK_CONFIG, "use_dora": True}, "adapter_config.json.useDora: vLLM cannot serve DoRA"),
+        (result(), {**OK_CONFIG, "bias": "all"}, "adapter_config.json.bias: vLLM serves only bias 'none'"),
+        (result(), {**OK_CONFIG, "modules_to_save": ["lm_head"]}, "adapter_config.json.modulesToSave"),
+        # a llama-family model (known from the replica's base model name) has no fused c_attn
+        (result(), {**OK_CONFIG, "target_modules": ["c_attn"]}, "adapter_config.json.targetModules: llama models"),
+    ],
+)
+def test_what_does_not_fit_is_named(res: TrainingResult, config: dict[str, Any], expected: str) -> None:
+    problem = check(res, config)
+    assert problem is not None and expected in problem, problem
+
+
+def test_the_recorded_family_wins_and_a_missing_config_is_vllms_to_refuse(tmp_path: Path) -> None:
+    assert check(result(family="gpt2"), {**OK_CONFIG, "target_modules": "c_attn"}) is None
+    assert peft_config(tmp_path) == {}
+    (tmp_path / "adapter_config.json").write_text("[1, 2]")
+    assert peft_config(tmp_path) == {}
