@@ -136,7 +136,8 @@ def test_tampered_and_wrong_base_artifacts_are_refused_before_vllm_sees_them(
     resp = load(agent, "oci-other", published(oci_registry, other, "oci-other"))
     assert resp.status_code == 400, resp.text
     message = resp.json()["error"]["message"]
-    assert "its base model hf://HuggingFaceTB/SmolLM2-135M-Instruct differs from this replica's file://" in message
+    # known from the manifest our push annotates: refused before a single blob is downloaded
+    assert "its base model hf://HuggingFaceTB/SmolLM2-135M-Instruct (manifest annotation) differs from" in message
 
     # A foreign artifact, consistent and of the right base, whose PEFT settings vLLM cannot serve (DoRA)
     dora = make_adapter("oci-dora", 24, tmp_path / "dora")
@@ -152,8 +153,9 @@ def test_tampered_and_wrong_base_artifacts_are_refused_before_vllm_sees_them(
 
     assert not {"oci-evil", "oci-other", "oci-dora"} & listed(replica)
     assert residency(agent)["adapters"] == []
-    # only the verified ones stay cached, unused: the wrong-base and the DoRA artifacts
-    assert [e["usedBy"] for e in residency(agent)["cache"]["entries"]] == [[], []]
+    # only the verified DoRA artifact is cached (unused): the wrong-base one was never downloaded
+    assert [e["usedBy"] for e in residency(agent)["cache"]["entries"]] == [[]]
+    assert len(list((tmp_path / "cache").iterdir())) == 1
     assert load(agent, "oci-x", f"oci://{oci_registry.addr}/adapters/oci-a:v1").status_code == 400  # not pinned
 
 

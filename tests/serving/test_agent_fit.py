@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from loraplane.api.result import AdapterFiles, BaseModelInfo, TrainingResult
-from loraplane.serving.agent.fit import peft_config, unfit
+from loraplane.serving.agent.fit import before_pull, peft_config, unfit
 
 BASE = "hf://HuggingFaceTB/SmolLM2-135M-Instruct@main"
 OK_CONFIG = {"r": 8, "bias": "none", "use_dora": False, "target_modules": ["q_proj", "v_proj"]}
@@ -55,3 +55,15 @@ def test_the_recorded_family_wins_and_a_missing_config_is_vllms_to_refuse(tmp_pa
     assert peft_config(tmp_path) == {}
     (tmp_path / "adapter_config.json").write_text("[1, 2]")
     assert peft_config(tmp_path) == {}
+
+
+def test_before_pull_reads_the_manifest_only() -> None:
+    layers = [{"size": 600}, {"size": 400}]
+    ours = {"annotations": {"io.loraplane.base-model": BASE}, "layers": layers}
+    assert before_pull(ours, base_model=BASE, cache_limit=1000) is None
+    other = {**ours, "annotations": {"io.loraplane.base-model": "hf://Qwen/Qwen2.5-0.5B"}}
+    problem = before_pull(other, base_model=BASE, cache_limit=1000)
+    assert problem is not None and "hf://Qwen/Qwen2.5-0.5B (manifest annotation) differs" in problem
+    problem = before_pull(ours, base_model=BASE, cache_limit=999)
+    assert problem is not None and "1000 bytes, more than the whole adapter cache (999 bytes)" in problem
+    assert before_pull({"layers": layers}, base_model=BASE, cache_limit=1000) is None  # foreign: the files decide

@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,21 +197,38 @@ def _manifest(client: oras.provider.Registry, container: oras.container.Containe
     return manifest
 
 
-def pull(ref: OciRef, dest: Path, access: RegistryAccess, *, expect_sha256: str | None = None) -> TrainingResult:
+def pull(
+    ref: OciRef,
+    dest: Path,
+    access: RegistryAccess,
+    *,
+    expect_sha256: str | None = None,
+    admit: Callable[[dict[str, Any]], str | None] | None = None,
+) -> TrainingResult:
     """Fetch the artifact into `dest` (created; must not exist) and return its result.json.
 
     Raises :class:`ArtifactRefused` (and leaves nothing at `dest`) when any digest, path or file does not
-    match, or the adapter is not version `expect_sha256`.
+    match, the adapter is not version `expect_sha256`, or `admit(manifest)` names a reason not to pull it
+    (checked before any blob is downloaded).
     """
     try:
-        return _pull(ref, dest, access, expect_sha256)
+        return _pull(ref, dest, access, expect_sha256, admit)
     except (requests.RequestException, ValueError) as exc:
         raise StoreError(f"pull {ref}: {exc}") from exc
 
 
-def _pull(ref: OciRef, dest: Path, access: RegistryAccess, expect_sha256: str | None) -> TrainingResult:
+def _pull(
+    ref: OciRef,
+    dest: Path,
+    access: RegistryAccess,
+    expect_sha256: str | None,
+    admit: Callable[[dict[str, Any]], str | None] | None,
+) -> TrainingResult:
     client, container = _registry(ref, access)
     manifest = _manifest(client, container, ref)
+    refusal = admit(manifest) if admit is not None else None
+    if refusal:
+        raise ArtifactRefused(f"{ref}: {refusal}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:

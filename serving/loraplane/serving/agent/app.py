@@ -31,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from loraplane.api.oci import OciRef
 from loraplane.serving.agent.cache import AdapterCache, CacheFull
-from loraplane.serving.agent.fit import peft_config, unfit
+from loraplane.serving.agent.fit import before_pull, peft_config, unfit
 from loraplane.serving.agent.settings import AgentSettings
 from loraplane.serving.oci_store import ArtifactRefused, RegistryAccess, StoreError, pull
 from loraplane.serving.vllm_client import ALREADY_LOADED
@@ -75,7 +75,12 @@ class AdapterAgent:
     def __init__(self, settings: AgentSettings) -> None:
         access = RegistryAccess.from_env(plain_http=settings.plain_http)
         self.settings = settings
-        self.cache = AdapterCache(settings.cache_dir, settings.cache_limit_bytes, lambda ref, d: pull(ref, d, access))
+        limit = settings.cache_limit_bytes
+
+        def admit(manifest: dict[str, Any]) -> str | None:
+            return before_pull(manifest, base_model=settings.base_model, cache_limit=limit)
+
+        self.cache = AdapterCache(settings.cache_dir, limit, lambda ref, d: pull(ref, d, access, admit=admit))
         self.loaded: dict[str, Loaded] = {}
         self.metrics = Metrics()
         self.vllm = settings.vllm_url.rstrip("/")

@@ -6,7 +6,9 @@ runs or a version is resolved, applied again here to whatever the router asks fo
 - vLLM can serve its PEFT settings for that architecture (`loraplane.api.lora_rules.servability_problems`,
   read from the artifact's own adapter_config.json: DoRA, modules_to_save, bias, target modules).
 
-Each problem names where it comes from (result.json or adapter_config.json) and both sides.
+Each problem names where it comes from (result.json or adapter_config.json) and both sides. Two of them
+are known before a single blob is downloaded, from the manifest (`before_pull`): the base model our push
+annotates, and the artifact's size against the whole cache.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from loraplane.api.compat import same_base_model
 from loraplane.api.lora_rules import known_model, servability_problems
+from loraplane.api.oci import BASE_MODEL_ANNOTATION
 from loraplane.api.result import TrainingResult
 
 PEFT_CONFIG = "adapter_config.json"
@@ -29,6 +32,21 @@ def peft_config(adapter_dir: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return config if isinstance(config, dict) else {}
+
+
+def before_pull(manifest: dict[str, Any], *, base_model: str | None, cache_limit: int) -> str | None:
+    """Why not to pull this artifact at all, from its manifest alone; None to go on (the files decide then).
+
+    An artifact another client pushed may carry no base-model annotation: then only `unfit` can tell.
+    """
+    problems = []
+    trained = str((manifest.get("annotations") or {}).get(BASE_MODEL_ANNOTATION) or "")
+    if base_model and trained and not same_base_model(trained, base_model):
+        problems.append(f"its base model {trained} (manifest annotation) differs from this replica's {base_model}")
+    size = sum(int(layer.get("size") or 0) for layer in manifest.get("layers") or [])
+    if size > cache_limit:
+        problems.append(f"it is {size} bytes, more than the whole adapter cache ({cache_limit} bytes)")
+    return "; ".join(problems) or None
 
 
 def unfit(result: TrainingResult, config: dict[str, Any], *, base_model: str | None, max_lora_rank: int) -> str | None:
