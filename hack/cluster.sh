@@ -76,10 +76,11 @@ log() { echo "cluster: $*" >&2; }
 pid_of() { local f="$PIDS/$1.pid"; [[ -s "$f" ]] && cat "$f" || true; }
 
 # Alive = the pid exists AND its command line mentions our state dir (guards against pid reuse).
-alive() {
-  local pid; pid="$(pid_of "$1")"
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$DIR/"
+alive() { pid_runs_in "$(pid_of "$1")" "$DIR"; }
+# pid_runs_in <pid> <state dir>: the pid exists and its command line names that dir.
+pid_runs_in() {
+  [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null || return 1
+  tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$2/"
 }
 
 port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }

@@ -6,7 +6,7 @@
 # Every change to the host is recorded under $NODE_DIR/host and undone by node_teardown, which also
 # works after a failed or half-done start.  One real node per machine (host-global state: the bridge,
 # iptables, sysctls, /run/netns); a host lock file names the cluster dir that owns it.
-# Needs from cluster.sh: DIR PKI CONF LOGS PIDS PORT_BASE BIN log start alive pid_of stop_group kctl
+# Needs from cluster.sh: DIR PKI CONF LOGS PIDS PORT_BASE BIN log start alive pid_runs_in pid_of stop_group kctl
 # sign write_kubeconfig.
 
 CACHE_ROOT="${LORAPLANE_CACHE:-$HOME/.cache/loraplane}"
@@ -45,13 +45,11 @@ versions_from() { sed -n "s/^$1=\"\${$1:-\(.*\)}\".*/\1/p" "$HACK_DIR/build-node
 
 # ---------------------------------------------------------------- host changes (recorded)
 
-# Whether any component of the cluster in $1 runs (its pid files; the command line names the dir).
+# Whether any component of the cluster in $1 runs (its pid files, checked as `alive` checks ours).
 cluster_running() {
-  local f pid
+  local f
   for f in "$1"/pids/*.pid; do
-    [[ -s "$f" ]] || continue
-    pid="$(cat "$f")"
-    kill -0 "$pid" 2>/dev/null && tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$1/" && return 0
+    [[ -s "$f" ]] && pid_runs_in "$(cat "$f")" "$1" && return 0
   done
   return 1
 }

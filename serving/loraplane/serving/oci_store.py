@@ -105,15 +105,6 @@ def _check(response: Any, what: str) -> Any:
     return response
 
 
-def _files(adapter_dir: Path) -> list[str]:
-    names = []
-    for path in sorted(adapter_dir.rglob("*")):
-        rel = path.relative_to(adapter_dir)
-        if path.is_file() and rel.parts[0] not in EXCLUDED_DIRS and not path.name.endswith(".tmp"):
-            names.append(rel.as_posix())
-    return names
-
-
 def model_config(result: TrainingResult, layer_digests: list[str]) -> dict[str, Any]:
     """The ModelPack config blob: what the adapter is (family, base model) and which layers make it up."""
     assert result.adapter is not None
@@ -148,7 +139,7 @@ def _push(adapter_dir: Path, ref: OciRef, access: RegistryAccess) -> Pushed:
     assert result is not None and result.adapter is not None  # verify() checked both
     client, container = _registry(ref, access)
     layers = []
-    for name in _files(adapter_dir):
+    for name in sorted([*result.adapter.files, RESULT_FILE]):  # verify(): exactly the adapter's files
         layer = oras.oci.NewLayer(str(adapter_dir / name), media_type=layer_media_type(name))
         layer["annotations"] = {FILEPATH_ANNOTATION: name}
         _check(client.upload_blob(str(adapter_dir / name), container, layer), f"upload {name} to {ref}")

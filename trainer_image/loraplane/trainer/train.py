@@ -681,7 +681,7 @@ def write_termination(path: Path | None, summary: ResultSummary) -> None:
         logger.warning("cannot write the termination message to %s: %s", path, exc)
 
 
-def publish(spec: TrainerSpec, result: TrainingResult) -> str:
+def publish(spec: TrainerSpec) -> str:
     """Push the adapter directory to spec.output_uri; the pinned reference (manifest digest), for the summary."""
     from loraplane.api.oci import OciRef
     from loraplane.serving.oci_store import RegistryAccess, StoreError, push
@@ -709,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
         log_adapter(result)
         summary = (result or Outcome(ok=True, code=int(ExitCode.SUCCESS), reason=JobReason.SUCCEEDED)).summary()
         if result is not None and spec.output_uri:
-            summary = summary.model_copy(update={"oci_uri": publish(spec, result)})
+            summary = summary.model_copy(update={"oci_uri": publish(spec)})
     except Exception as exc:
         summary = failure(exc).summary()
     write_termination(term, summary)

@@ -34,6 +34,7 @@ from loraplane.serving.agent.cache import AdapterCache, CacheFull
 from loraplane.serving.agent.fit import before_pull, peft_config, unfit
 from loraplane.serving.agent.settings import AgentSettings
 from loraplane.serving.oci_store import ArtifactRefused, RegistryAccess, StoreError, pull
+from loraplane.serving.router.errors import RouterError
 from loraplane.serving.vllm_client import ALREADY_LOADED
 
 logger = logging.getLogger("loraplane.agent")
@@ -49,7 +50,8 @@ class Loaded:
 
 
 def openai_error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+    """An error in OpenAI's shape, made where the router makes its own (`router.errors`)."""
+    return RouterError(status, message, type=kind).response()
 
 
 class Metrics:
