@@ -4,9 +4,10 @@ One real vLLM replica (CPU build), the adapter agent next to it, the router as a
 (Debian's docker-registry), all on loopback. Each run makes a new random-weight adapter and, alternately:
 
 - oci: pushes it (the adapter is "ready" when the push returned, as a FineTuneJob with spec.output.uri is
-  when it Succeeded), puts a route naming its pinned `oci://…@sha256:…`; the router asks the agent, which
-  pulls, verifies and has vLLM load it;
-- pvc: puts a route naming its directory (the PVC path: vLLM reads the files where they are).
+  when it Succeeded), puts a route naming its pinned `oci://…@sha256:…`; the router puts it to the agent,
+  which pulls, verifies and has vLLM load it;
+- pvc: puts a route naming its directory (the PVC path: the agent verifies the files where they are, on the
+  claim both containers mount, and vLLM reads them there).
 
 and times from "ready" to the first 200 answer from that version through the router. The operator's hop
 (watch -> route) is not in it: bench/rollout_latency.py measures that.
@@ -55,7 +56,7 @@ def base_model(work: Path, smollm2: bool) -> Path:
     ).path
 
 
-def put_route(router: RouterProcess, replica: str, agent_port: int | None, name: str, path: str, sha256: str) -> None:
+def put_route(router: RouterProcess, replica: str, agent_port: int, name: str, path: str, sha256: str) -> None:
     route = ServerRoute(
         base_model=BASE_NAME,
         replicas=[replica],
@@ -111,8 +112,7 @@ def main() -> None:
                     else:
                         path = str(adapter)
                     ready = time.monotonic()
-                    via = agent_port if kind == "oci" else None  # the pvc path: straight to vLLM, as without agent
-                    put_route(router, replica.url, via, name, path, result.adapter.sha256)
+                    put_route(router, replica.url, agent_port, name, path, result.adapter.sha256)
                     first_answer(router, name, args.timeout)
                     seconds = time.monotonic() - ready
                     times[kind].append(seconds)

@@ -152,6 +152,8 @@ def test_a_pushed_adapter_is_served_in_another_namespace_without_a_shared_volume
     residency = json.loads(out)
     (entry,) = residency["cache"]["entries"]
     assert entry["digest"] == digest and served["version"] in entry["usedBy"], residency
+    # the router told the agent the replica's versions; the agent loaded it (the router loads nothing itself)
+    assert residency["desired"] == [served["version"]] and residency["errors"] == {}, residency
 
     client = openai.OpenAI(base_url=f"{router_url(c)}/v1", api_key=router_api_key(c), max_retries=0, timeout=120)
     try:

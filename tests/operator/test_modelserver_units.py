@@ -237,6 +237,10 @@ def test_the_adapter_agent_runs_next_to_vllm_and_alone_mounts_the_registry_login
     assert agent["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "agent"}
     without_login = msb.deployment(OWNER, spec(adapterAgent={}), SETTINGS, [])["spec"]["template"]["spec"]
     assert "registry-auth" not in {v["name"] for v in without_login["volumes"]}
+    # a version on a claim: vLLM loads it, the agent verifies it first; both see it read-only at the same path
+    with_claim = msb.deployment(OWNER, spec(adapterAgent={}), SETTINGS, ["runs"])["spec"]["template"]["spec"]
+    store = {"name": "store-0", "mountPath": f"{SETTINGS.adapter_mount_root.rstrip('/')}/runs", "readOnly": True}
+    assert all(store in c["volumeMounts"] for c in with_claim["containers"])
 
 
 def test_service_and_disruption_budget() -> None:

@@ -1,9 +1,13 @@
-"""Make the set of adapters loaded on each vLLM replica equal to the desired set.
+"""Make the set of adapters loaded on a vLLM replica equal to the desired set.
 
-Level-triggered: every :meth:`AdapterManager.reconcile` observes the replica through /v1/models and then
+Level-triggered: every :meth:`AdapterManager.reconcile` observes the replica (what it lists) and then
 loads what is missing and unloads what is extra, so a restarted replica (which lists no adapters) gets
 them back on the next call. Before loading, the adapter's files are checked against its result.json;
-before unloading, the router stops sending it new requests and in-flight ones finish (bounded wait).
+before unloading, new requests stop and in-flight ones finish (bounded wait, `RoutingHooks`).
+
+Two users: the adapter agent, for its own replica (`ReplicaApi` = the agent's pull-verify-load over vLLM,
+drained on vLLM's metrics), and the router, for replicas without an agent (local mode, a claim in the
+server's own namespace; `ReplicaApi` = vLLM's admin API, drained on the router's in-flight counts).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Protocol, TypeVar
 
 from loraplane.api.artifact import verify
 from loraplane.api.result import RESULT_FILE, TrainingResult
-from loraplane.serving.vllm_client import ReplicaUnavailable, VllmClient, VllmError
+from loraplane.serving.vllm_client import ReplicaUnavailable, VllmError
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +44,17 @@ class ReplicaReport:
     errors: Mapping[str, str]  # adapter name -> message
 
 
+class ReplicaApi(Protocol):
+    """What the manager calls on a replica: vLLM's admin API (`VllmClient`) or the agent's loader over it.
+    Failures are `VllmError`s (`ReplicaUnavailable` is retried) or `AdapterRefused`."""
+
+    async def list_models(self, replica: str) -> frozenset[str]: ...
+    async def load_adapter(self, replica: str, name: str, path: str) -> bool: ...
+    async def unload_adapter(self, replica: str, name: str) -> bool: ...
+
+
 class RoutingHooks(Protocol):
-    """Implemented by the router's state."""
+    """Implemented by the router's state, and by the agent's drain on vLLM's metrics."""
 
     def observed(self, replica: str, loaded: frozenset[str], healthy: bool) -> None: ...
     def stop_routing(self, replica: str, adapter: str) -> None: ...
@@ -49,7 +62,7 @@ class RoutingHooks(Protocol):
 
 
 class NoRouting:
-    """RoutingHooks for standalone use (no router in front): nothing to drain."""
+    """RoutingHooks for standalone use (nothing in front to drain)."""
 
     def observed(self, replica: str, loaded: frozenset[str], healthy: bool) -> None:
         return None
@@ -80,11 +93,11 @@ def check_adapter(adapter: DesiredAdapter) -> None:
 
 
 class AdapterManager:
-    """Loads and unloads adapters through :class:`VllmClient` until each replica holds exactly the desired set."""
+    """Loads and unloads adapters through a :class:`ReplicaApi` until each replica holds exactly the desired set."""
 
     def __init__(
         self,
-        client: VllmClient,
+        client: ReplicaApi,
         hooks: RoutingHooks,
         *,
         drain_timeout: float = 30.0,
@@ -93,7 +106,7 @@ class AdapterManager:
         verify: bool = True,
     ) -> None:
         self._client = client
-        self._verify = verify  # False: the files are not visible here; vLLM reads them from its own mount
+        self._verify = verify  # False: vLLM reads files this process cannot see (the router of a cluster install)
         self._hooks = hooks
         self._drain_timeout = drain_timeout
         self._attempts = max(1, attempts)
@@ -118,7 +131,7 @@ class AdapterManager:
 
     async def _load(self, replica: str, adapter: DesiredAdapter) -> None:
         async with self._lock(replica, adapter.name):
-            if self._verify and not adapter.path.startswith("oci://"):  # an oci:// version: the agent verifies it
+            if self._verify and not adapter.path.startswith("oci://"):  # an artifact: verified as it is pulled
                 await asyncio.to_thread(check_adapter, adapter)
             await self._retry(
                 f"load {adapter.name} on {replica}",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,16 +74,14 @@ class VllmClient:
         session: aiohttp.ClientSession,
         *,
         timeout: float = 60.0,
-        admin_url: Callable[[str], str] | None = None,
     ) -> None:
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._admin_url = admin_url or (lambda replica: replica)  # a replica's adapter agent, when it has one
 
     async def _request(
         self, method: str, replica: str, path: str, body: dict[str, Any] | None = None
     ) -> tuple[int, str]:
-        url = self._admin_url(replica).rstrip("/") + path
+        url = replica.rstrip("/") + path
         try:
             async with self._session.request(method, url, json=body, timeout=self._timeout) as resp:
                 text = await resp.text()

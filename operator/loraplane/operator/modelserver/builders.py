@@ -15,10 +15,12 @@ Layout inside a vLLM pod:
                                     spec's size limit), written by the agent, read-only for vLLM
 
 With spec.adapterAgent each pod also runs the adapter agent (container `adapter-agent`, the router image):
-the router sends that replica's adapter calls to it, it pulls oci:// versions with the registry login
-(mounted into it alone), verifies them, and has vLLM load the local copy over localhost.
+the router puts that replica's desired versions to it and the agent loads and unloads them: it pulls oci://
+versions with the registry login (mounted into it alone) and verifies them, checks a version on a claim
+(mounted into it read-only too) against its result.json, and has vLLM load the local copy over localhost.
 The pod template depends only on the spec and the set of adapter-store claims, never on adapter
-versions: a new version is loaded at runtime by the router, without restarting pods.
+versions: a new version is loaded at runtime (by the router, or by the agent the router tells), without
+restarting pods.
 """
 
 from __future__ import annotations
@@ -126,6 +128,13 @@ def _base_mounts(spec: ModelServerSpec) -> list[dict[str, Any]]:
     return [{"name": "base-model", "mountPath": f"{pods.MOUNTS.pvc_root}/{base}", "readOnly": True}] if base else []
 
 
+def _store_mounts(settings: OperatorSettings, claims: list[str]) -> list[dict[str, Any]]:
+    """The adapter-store claims, read-only at `<adapterMountRoot>/<claim>` (vLLM loads from there, the agent
+    verifies there first)."""
+    root = settings.adapter_mount_root.rstrip("/")
+    return [{"name": f"store-{i}", "mountPath": f"{root}/{claim}", "readOnly": True} for i, claim in enumerate(claims)]
+
+
 def fetch_container(spec: ModelServerSpec, settings: OperatorSettings) -> dict[str, Any]:
     """Init container: resolve the base model into the cache before vLLM starts."""
     env: list[dict[str, Any]] = [
@@ -172,9 +181,7 @@ def vllm_container(
     ]
     if spec.resources.gpus:
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
-    root = settings.adapter_mount_root.rstrip("/")
-    for i, claim in enumerate(claims):
-        mounts.append({"name": f"store-{i}", "mountPath": f"{root}/{claim}", "readOnly": True})
+    mounts.extend(_store_mounts(settings, claims))
     if spec.adapter_agent is not None:
         mounts.append({"name": "adapters", "mountPath": settings.agent_cache_dir, "readOnly": True})
     container: dict[str, Any] = {
@@ -198,7 +205,7 @@ def agent_cache_limit(agent: AdapterAgentSpec) -> int:
     return int(quantity_value(agent.cache_size) * AGENT_CACHE_SHARE)
 
 
-def agent_container(spec: ModelServerSpec, settings: OperatorSettings) -> dict[str, Any]:
+def agent_container(spec: ModelServerSpec, settings: OperatorSettings, claims: list[str]) -> dict[str, Any]:
     """The adapter agent sidecar (spec.adapterAgent): pulls, verifies and loads this replica's adapters."""
     agent = spec.adapter_agent
     assert agent is not None
@@ -217,6 +224,7 @@ def agent_container(spec: ModelServerSpec, settings: OperatorSettings) -> dict[s
     mounts: list[dict[str, Any]] = [
         {"name": "adapters", "mountPath": settings.agent_cache_dir},
         {"name": "agent-tmp", "mountPath": "/tmp"},
+        *_store_mounts(settings, claims),
     ]
     if agent.credentials_secret:  # the registry login, for this container only
         _, mount, login_env = pods.registry_auth(agent.credentials_secret)
@@ -248,7 +256,7 @@ def deployment(owner: Owner, spec: ModelServerSpec, settings: OperatorSettings, 
         "initContainers": [fetch_container(spec, settings)],
         "containers": [
             vllm_container(spec, settings, claims, launch),
-            *([agent_container(spec, settings)] if spec.adapter_agent is not None else []),
+            *([agent_container(spec, settings, claims)] if spec.adapter_agent is not None else []),
         ],
         "volumes": _volumes(spec, settings, claims),
         **pods.scheduling(spec.resources),

@@ -1,28 +1,35 @@
-"""The adapter agent: a sidecar of each vLLM pod that holds that replica's adapters.
+"""The adapter agent: a sidecar of each vLLM pod that owns that replica's adapters.
 
-It speaks vLLM's own admin API, so the router's adapter manager drives it exactly as it drives vLLM
-(`/v1/models`, `/v1/load_lora_adapter`, `/v1/unload_lora_adapter`), and adds what vLLM cannot do itself:
+The router (or anything else) puts the replica's desired versions (`PUT /v1/desired`, `agent.protocol`); the
+agent keeps its vLLM holding exactly those, with the same level-triggered :class:`AdapterManager` the router
+uses for replicas without an agent: every change, and every `reconcile_interval_s`, it lists what vLLM holds,
+loads what is missing and unloads what is extra. What the agent adds:
 
-- an `oci://…@sha256:…` path is pulled from the registry into the replica's bounded cache and verified
-  (manifest digest, every layer digest, result.json) before vLLM sees it; vLLM then loads the local copy;
+- an `oci://…@sha256:…` source is pulled into the replica's bounded cache and verified (manifest digest,
+  every layer digest, result.json) before vLLM sees it; vLLM loads the local copy. A directory source (a
+  claim the pod mounts into both containers) is checked against its result.json the same way;
 - before vLLM is asked, the adapter must fit the replica (`fit.py`): same base model, rank within
-  `--max-lora-rank`, PEFT settings vLLM can serve for the architecture — refused with 400 naming what differs;
-- `/residency` and `/metrics` report which adapters are loaded since when, and what the cache holds.
+  `--max-lora-rank`, PEFT settings vLLM can serve for the architecture;
+- before an unload it drains on vLLM's own view (`drain.py`): it waits until vLLM neither runs nor queues a
+  request for that adapter, whoever sent it;
+- a restarted vLLM lists nothing: the next round loads everything again, from the cache; a restarted agent
+  adopts what vLLM still holds and leaves it alone until a desired set is put again;
+- `/residency` and `/metrics` report what is loaded since when, the last round's errors and the cache.
 
-Any other path (a directory on a claim the pod mounts) goes to vLLM unchanged. vLLM is on localhost; the
-agent is the only thing besides vLLM that listens in the pod.
+vLLM is on localhost; the agent is the only thing besides vLLM that listens in the pod. Inference never
+passes through it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
 
 import aiohttp
 from fastapi import FastAPI, Request
@@ -30,12 +37,15 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from loraplane.api.oci import OciRef
+from loraplane.serving.adapter_manager import AdapterManager, AdapterRefused, DesiredAdapter, ReplicaReport
 from loraplane.serving.agent.cache import AdapterCache, CacheFull
+from loraplane.serving.agent.drain import VllmDrain
 from loraplane.serving.agent.fit import before_pull, peft_config, unfit
+from loraplane.serving.agent.protocol import CacheEntry, CacheReport, DesiredSet, Residency, Resident
 from loraplane.serving.agent.settings import AgentSettings
 from loraplane.serving.oci_store import ArtifactRefused, RegistryAccess, StoreError, pull
-from loraplane.serving.router.errors import RouterError
-from loraplane.serving.vllm_client import ALREADY_LOADED
+from loraplane.serving.router.errors import add_handlers, parse_body
+from loraplane.serving.vllm_client import VllmClient, VllmError
 
 logger = logging.getLogger("loraplane.agent")
 
@@ -43,15 +53,10 @@ logger = logging.getLogger("loraplane.agent")
 @dataclass
 class Loaded:
     name: str
-    source: str  # what the router asked for (oci://… or a path)
+    source: str  # as desired (oci://… or a path)
     path: str  # what vLLM loaded
     digest: str | None
     since: float = field(default_factory=time.time)
-
-
-def openai_error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
-    """An error in OpenAI's shape, made where the router makes its own (`router.errors`)."""
-    return RouterError(status, message, type=kind).response()
 
 
 class Metrics:
@@ -67,51 +72,96 @@ class Metrics:
         )
         self.hits = Counter("loraplane_agent_cache_hits", "Loads served from the cache without a pull", registry=r)
         self.loaded = Gauge("loraplane_agent_adapters_loaded", "Adapters loaded on this replica", registry=r)
+        self.failing = Gauge("loraplane_agent_adapters_failing", "Desired adapters that failed to load", registry=r)
         self.cache_bytes = Gauge("loraplane_agent_cache_bytes", "Bytes in the adapter cache", registry=r)
         self.evictions = Gauge("loraplane_agent_cache_evictions", "Cache entries evicted so far", registry=r)
+        self.rounds = Counter("loraplane_agent_reconcile_rounds", "Reconcile rounds run", registry=r)
 
 
 class AdapterAgent:
-    """One replica's adapters: what vLLM holds (as this agent loaded it) and the cache behind it."""
+    """One replica's adapters: the desired set, what vLLM holds (as this agent loaded it) and the cache behind it.
+
+    It is the adapter manager's `ReplicaApi` for its own vLLM (`list_models`, `load_adapter`,
+    `unload_adapter`): pull, verify and fit first, then vLLM's admin API.
+    """
 
     def __init__(self, settings: AgentSettings) -> None:
         access = RegistryAccess.from_env(plain_http=settings.plain_http)
         self.settings = settings
         limit = settings.cache_limit_bytes
 
-        def admit(manifest: dict[str, Any]) -> str | None:
+        def admit(manifest: dict[str, object]) -> str | None:
             return before_pull(manifest, base_model=settings.base_model, cache_limit=limit)
 
         self.cache = AdapterCache(settings.cache_dir, limit, lambda ref, d: pull(ref, d, access, admit=admit))
         self.loaded: dict[str, Loaded] = {}
         self.metrics = Metrics()
-        self.vllm = settings.vllm_url.rstrip("/")
-        self.session: aiohttp.ClientSession | None = None
+        self.vllm_url = settings.vllm_url.rstrip("/")
+        self.desired: dict[str, DesiredAdapter] | None = None  # None: nobody put a set since this agent started
+        self.report: ReplicaReport | None = None
+        self._vllm: VllmClient | None = None
+        self._drain: VllmDrain | None = None
+        self._asked = 0  # puts so far
+        self._done = 0  # the last of them a finished round covered
+        self._wake = asyncio.Event()
+        self._finished = asyncio.Condition()
 
-    async def forward(self, method: str, path: str, body: dict[str, Any] | None = None) -> Response:
-        assert self.session is not None, "used outside the app's lifespan"
+    # -- ReplicaApi: what the adapter manager calls (replica = this agent's vLLM) -----------------------------
+    @property
+    def vllm(self) -> VllmClient:
+        assert self._vllm is not None, "used outside the app's lifespan"
+        return self._vllm
+
+    async def list_models(self, replica: str) -> frozenset[str]:
+        """What vLLM holds; a restarted vLLM holds nothing, and a restarted agent adopts what vLLM kept."""
+        served = (await self.vllm.served_models(replica)).adapters
+        for name in set(self.loaded) - set(served):
+            self.loaded.pop(name)
+        self.cache.forget_users(set(served))
+        for name, path in served.items():
+            if name not in self.loaded:
+                digest = self._cached_digest(path)
+                if digest:
+                    self.cache.use(digest, name)
+                source = self.desired[name].path if self.desired and name in self.desired else path
+                self.loaded[name] = Loaded(name, source, path, digest)
+        self._gauges()
+        return frozenset(served)
+
+    async def load_adapter(self, replica: str, name: str, source: str) -> bool:
+        digest, path = None, source
+        if source.startswith("oci://"):
+            digest, path = await self.fetch(name, source)
+            self.cache.use(digest, name)
         try:
-            async with self.session.request(method, self.vllm + path, json=body) as resp:
-                return Response(await resp.read(), status_code=resp.status, media_type=resp.content_type)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return openai_error(
-                503, f"vLLM on {self.vllm} unavailable: {exc.__class__.__name__}: {exc}", "server_error"
-            )
+            fresh = await self.vllm.load_adapter(replica, name, path)
+        except VllmError:
+            if digest and name not in self.loaded:
+                self.cache.release(name)
+            raise
+        finally:
+            self._gauges()
+        self.loaded[name] = Loaded(name, source, path, digest)  # "already loaded" too: a version is one artifact
+        self._gauges()
+        return fresh
 
-    async def models(self) -> Response:
-        response = await self.forward("GET", "/v1/models")
-        if response.status_code == 200:  # what vLLM holds is the truth: a restarted vLLM holds nothing
-            cards = json.loads(bytes(response.body))["data"]
-            names = {str(c["id"]) for c in cards if c.get("parent")}
-            for name in set(self.loaded) - names:
-                self.loaded.pop(name)
-            self.cache.forget_users(names)
-            self.metrics.loaded.set(len(self.loaded))
-        return response
+    async def unload_adapter(self, replica: str, name: str) -> bool:
+        unloaded = await self.vllm.unload_adapter(replica, name)
+        self.loaded.pop(name, None)
+        self.cache.release(name)
+        self._gauges()
+        return unloaded
 
-    async def fetch(self, name: str, source: str) -> tuple[str, str] | JSONResponse:
+    # -- pulling -------------------------------------------------------------------------------------------
+    def _cached_digest(self, path: str) -> str | None:
+        here = Path(path)
+        if here.parent == self.settings.cache_dir:
+            return f"sha256:{here.name}"
+        return None
+
+    async def fetch(self, name: str, source: str) -> tuple[str, str]:
         """The cache entry of an oci:// source, pulled and verified if new, and fit for this replica:
-        (digest, local path), or the error answer."""
+        (digest, local path). `AdapterRefused` says why not."""
         m = self.metrics
         try:
             ref = OciRef.parse(source)
@@ -119,12 +169,10 @@ class AdapterAgent:
             entry, pulled = await asyncio.to_thread(self.cache.get, ref)
         except (ValueError, ArtifactRefused, CacheFull) as exc:
             m.pulls.labels("refused").inc()
-            return openai_error(
-                507 if isinstance(exc, CacheFull) else 400, f"adapter {name} from {source} refused: {exc}"
-            )
+            raise AdapterRefused(f"{source} refused: {exc}") from exc
         except StoreError as exc:
             m.pulls.labels("failed").inc()
-            return openai_error(502, f"adapter {name}: pulling {source} failed: {exc}", "server_error")
+            raise AdapterRefused(f"pulling {source} failed: {exc}") from exc
         if pulled:
             m.pulls.labels("ok").inc()
             m.pull_seconds.observe(time.monotonic() - started)
@@ -136,54 +184,74 @@ class AdapterAgent:
             base_model=self.settings.base_model,
             max_lora_rank=self.settings.max_lora_rank,
         )
+        expected = self.desired[name].sha256 if self.desired and name in self.desired else None
+        actual = entry.result.adapter.sha256 if entry.result.adapter else ""
+        if not problem and expected is not None and expected != actual:
+            problem = f"result.json adapter.sha256 is {actual}, expected {expected}"
         if problem:
-            return openai_error(400, f"adapter {name} from {source} cannot be served here: {problem}")
+            raise AdapterRefused(f"{source} cannot be served here: {problem}")
         return entry.digest, str(entry.path)
 
-    async def load(self, name: str, source: str) -> Response:
-        if not name or not source:
-            return openai_error(400, "lora_name and lora_path are required")
-        digest, path = None, source
-        if source.startswith("oci://"):
-            fetched = await self.fetch(name, source)
-            if isinstance(fetched, JSONResponse):
-                return fetched
-            digest, path = fetched
-            self.cache.use(digest, name)
-        response = await self.forward("POST", "/v1/load_lora_adapter", {"lora_name": name, "lora_path": path})
-        # a version name is one artifact, so vLLM's "already loaded" (e.g. after an agent restart) is resident too
-        text = bytes(response.body).decode(errors="replace")
-        if response.status_code == 200 or (response.status_code == 400 and ALREADY_LOADED in text):
-            self.loaded[name] = Loaded(name, source, path, digest)
-        elif digest and name not in self.loaded:
-            self.cache.release(name)
+    # -- the desired set and the reconcile loop --------------------------------------------------------------
+    async def put(self, desired: DesiredSet, wait: float) -> Residency:
+        """Make `desired` the replica's set and answer after a round that started since (or after `wait`
+        seconds): the answer is what vLLM holds now, even when the set did not change (a vLLM restart)."""
+        self.desired = {a.name: DesiredAdapter(a.name, a.source, a.sha256) for a in desired.adapters}
+        self._asked += 1
+        target = self._asked
+        self._wake.set()
+        async with self._finished:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._finished.wait_for(lambda: self._done >= target), timeout=wait)
+        return self.residency()
+
+    async def run(self, manager: AdapterManager, interval: float) -> None:
+        """Reconcile after every put, else every `interval` (a restarted vLLM is refilled without the router)."""
+        while True:
+            self._wake.clear()
+            asked = self._asked
+            try:
+                if self.desired is None:  # only observe: a restarted agent must not unload what vLLM serves
+                    await self.list_models(self.vllm_url)
+                    self.report = ReplicaReport(self.vllm_url, True, frozenset(self.loaded), {})
+                else:
+                    self.report = await manager.reconcile(self.vllm_url, self.desired)
+            except VllmError as exc:
+                self.report = ReplicaReport(self.vllm_url, False, frozenset(), {})
+                logger.warning("vLLM on %s unavailable: %s", self.vllm_url, exc)
+            except Exception:  # keep the loop alive; the next round starts from what vLLM reports
+                logger.exception("adapter reconcile failed")
+            self.metrics.rounds.inc()
+            self.metrics.failing.set(len(self.report.errors) if self.report else 0)
+            async with self._finished:
+                self._done = asked
+                self._finished.notify_all()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+
+    # -- reports -------------------------------------------------------------------------------------------
+    def _gauges(self) -> None:
         self.metrics.loaded.set(len(self.loaded))
         self.metrics.cache_bytes.set(self.cache.used_bytes)
         self.metrics.evictions.set(self.cache.evictions)
-        return response
 
-    async def unload(self, name: str) -> Response:
-        response = await self.forward("POST", "/v1/unload_lora_adapter", {"lora_name": name})
-        if response.status_code in (200, 404):
-            self.loaded.pop(name, None)
-            self.cache.release(name)
-        self.metrics.loaded.set(len(self.loaded))
-        return response
-
-    def residency(self) -> dict[str, Any]:
-        cache = self.cache
-        return {
-            "adapters": [
-                {"name": x.name, "source": x.source, "path": x.path, "digest": x.digest, "loadedAt": x.since}
+    def residency(self) -> Residency:
+        cache, report = self.cache, self.report
+        return Residency(
+            healthy=report.healthy if report else False,
+            desired=sorted(self.desired) if self.desired is not None else None,
+            adapters=[
+                Resident(name=x.name, source=x.source, path=x.path, digest=x.digest, loaded_at=x.since)
                 for x in sorted(self.loaded.values(), key=lambda x: x.name)
             ],
-            "cache": {
-                "limitBytes": cache.limit,
-                "usedBytes": cache.used_bytes,
-                "evictions": cache.evictions,
-                "entries": [{"digest": e.digest, "bytes": e.size, "usedBy": sorted(e.users)} for e in cache.entries()],
-            },
-        }
+            errors=dict(report.errors) if report else {},
+            cache=CacheReport(
+                limit_bytes=cache.limit,
+                used_bytes=cache.used_bytes,
+                evictions=cache.evictions,
+                entries=[CacheEntry(digest=e.digest, bytes=e.size, used_by=sorted(e.users)) for e in cache.entries()],
+            ),
+        )
 
 
 def create_app(settings: AgentSettings) -> FastAPI:
@@ -191,29 +259,32 @@ def create_app(settings: AgentSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.vllm_timeout_s)) as session:
-            agent.session = session
-            yield
+        timeout = aiohttp.ClientTimeout(total=settings.vllm_timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout, skip_auto_headers=("User-Agent",)) as session:
+            agent._vllm = VllmClient(session, timeout=settings.vllm_timeout_s)
+            agent._drain = VllmDrain(agent.vllm_url, session)
+            manager = AdapterManager(agent, agent._drain, drain_timeout=settings.drain_timeout_s)
+            task = asyncio.create_task(agent.run(manager, settings.reconcile_interval_s))
+            try:
+                yield
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     app = FastAPI(title="Loraplane adapter agent", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.agent = agent
+    add_handlers(app)
 
-    @app.get("/v1/models")
-    async def models() -> Response:
-        return await agent.models()
-
-    @app.post("/v1/load_lora_adapter")
-    async def load(request: Request) -> Response:
-        body = await request.json()
-        return await agent.load(str(body.get("lora_name") or ""), str(body.get("lora_path") or ""))
-
-    @app.post("/v1/unload_lora_adapter")
-    async def unload(request: Request) -> Response:
-        return await agent.unload(str((await request.json()).get("lora_name") or ""))
+    @app.put("/v1/desired")
+    async def put_desired(request: Request) -> JSONResponse:
+        desired = parse_body(DesiredSet, await request.body())
+        residency = await agent.put(desired, settings.desired_wait_s)
+        return JSONResponse(residency.wire())
 
     @app.get("/residency")
-    async def residency() -> dict[str, Any]:
-        return agent.residency()
+    async def residency() -> JSONResponse:
+        return JSONResponse(agent.residency().wire())
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -221,7 +292,7 @@ def create_app(settings: AgentSettings) -> FastAPI:
 
     @app.get("/metrics")
     async def prometheus() -> Response:
-        agent.metrics.cache_bytes.set(agent.cache.used_bytes)
+        agent._gauges()
         return Response(generate_latest(agent.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -19,5 +19,10 @@ class AgentSettings(BaseSettings):
     cache_limit_bytes: int = Field(2 * 1024**3, ge=1, description="Evict unloaded adapters beyond this.")
     base_model: str | None = Field(None, description="The ModelServer's spec.baseModel.uri: others are refused.")
     max_lora_rank: int = Field(16, ge=1, description="vLLM's --max-lora-rank: larger ranks are refused.")
+    reconcile_interval_s: float = Field(5.0, gt=0, description="Reconcile period (a restarted vLLM is refilled).")
+    drain_timeout_s: float = Field(30.0, ge=0, description="Wait for vLLM's requests of an adapter before unloading.")
+    desired_wait_s: float = Field(
+        60.0, ge=0, description="A PUT of a new desired set answers after its round, or after this long."
+    )
     plain_http: bool = Field(False, description="Pull over plain HTTP (a registry without TLS).")
     log_format: str = Field("json", description="json or plain")

@@ -7,10 +7,12 @@ other route raises it and the app's handlers (`add_handlers`) render it, or a bu
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -58,6 +60,21 @@ class RouterError(Exception):
 
 def bad_request(message: str, param: str | None = None) -> RouterError:
     return RouterError(400, message, param=param, code="invalid_value" if param else "invalid_request")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_body(model: type[M], body: bytes) -> M:
+    """A JSON request body as `model`; 400 naming the first invalid field (its wire name)."""
+    try:
+        return model.model_validate(json.loads(body))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise bad_request(f"{field}: {first['msg']}", field) from exc
+    except ValueError as exc:
+        raise bad_request(f"The body is not valid JSON: {exc}") from exc
 
 
 def model_not_found(model: str) -> RouterError:

@@ -1,8 +1,9 @@
 """The router's live state: the routing table, what each replica holds, and requests in flight.
 
-Implements the adapter manager's `RoutingHooks`: the manager reports what it observed on each replica,
-asks to stop routing an adapter before unloading it, and waits until that adapter's in-flight requests
-on that replica are done.
+Implements the adapter manager's `RoutingHooks` for the replicas the router manages itself (no agent): the
+manager reports what it observed on each replica, asks to stop routing an adapter before unloading it, and
+waits until that adapter's in-flight requests on that replica are done. A replica's agent drains on vLLM's
+own view instead; the router stops routing a version as soon as its table no longer names it.
 """
 
 from __future__ import annotations
@@ -68,13 +69,13 @@ class RouterState:
             for replica in route.replicas
         }
 
-    def admin_url(self, replica: str) -> str:
-        """Where `replica`'s adapters are managed: its adapter agent when its route names one, else vLLM itself."""
+    def agent_url(self, replica: str) -> str | None:
+        """`replica`'s adapter agent (same host) when its route names one: it manages the replica's adapters."""
         for route in self.routes.values():
             if route.agent_port and replica in route.replicas:
                 parts = urlsplit(replica)
                 return urlunsplit((parts.scheme, f"{parts.hostname}:{route.agent_port}", parts.path, "", ""))
-        return replica
+        return None
 
     # -- RoutingHooks -----------------------------------------------------------------------------
     def observed(self, replica: str, loaded: frozenset[str], healthy: bool) -> None:

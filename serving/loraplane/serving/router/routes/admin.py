@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -37,14 +35,7 @@ def server_status(state: RouterState, name: str) -> dict[str, Any]:
 
 def parse_route(body: bytes) -> ServerRoute:
     """The route in a PUT body; 400 naming the first invalid field."""
-    try:
-        return ServerRoute.model_validate(json.loads(body))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise errors.bad_request(f"{field}: {first['msg']}", field) from exc
-    except ValueError as exc:
-        raise errors.bad_request(f"The body is not valid JSON: {exc}") from exc
+    return errors.parse_body(ServerRoute, body)
 
 
 async def route_body(request: Request) -> ServerRoute:
