@@ -159,6 +159,7 @@ def test_what_does_not_verify_or_fit_is_refused_before_vllm_sees_it(
         ("oci-x", f"oci://{oci_registry.addr}/adapters/oci-good:v1"),  # a tag: not a version
         ("dir-evil", str(tamper(make_adapter("dir-evil", 26, tmp_path / "dir-evil")))),
         ("dir-missing", str(tmp_path / "missing")),
+        ("dir-dora", str(dora)),  # consistent files: the fit is checked for a directory too
         ("oci-good", published(oci_registry, good, "oci-good")),
     )
     errors = state["errors"]
@@ -172,14 +173,15 @@ def test_what_does_not_verify_or_fit_is_refused_before_vllm_sees_it(
     assert "by digest" in errors["oci-x"]
     assert "adapter_model.safetensors" in errors["dir-evil"] and "does not match its result.json" in errors["dir-evil"]
     assert "does not exist" in errors["dir-missing"]
+    assert "adapter_config.json.useDora: vLLM cannot serve DoRA adapters" in errors["dir-dora"]
     # the others' refusals cost the good one nothing
-    assert set(errors) == {"oci-evil", "oci-other", "oci-dora", "oci-x", "dir-evil", "dir-missing"}
+    assert set(errors) == {"oci-evil", "oci-other", "oci-dora", "oci-x", "dir-evil", "dir-missing", "dir-dora"}
     assert names(state) == ["oci-good"] and listed(replica) == {"oci-good"}
     # only the verified DoRA and good artifacts are cached: the wrong-base one was never downloaded
     assert sorted(len(e["usedBy"]) for e in state["cache"]["entries"]) == [0, 1]
     assert len(list((tmp_path / "cache").iterdir())) == 2
     metrics = httpx.get(agent.url + "/metrics", timeout=10).text
-    assert "loraplane_agent_adapters_failing 6.0" in metrics
+    assert "loraplane_agent_adapters_failing 7.0" in metrics
 
     # a malformed desired set is refused whole, naming the field, and changes nothing
     resp = httpx.put(agent.url + "/v1/desired", json={"adapters": [{"name": "x"}]}, timeout=30)

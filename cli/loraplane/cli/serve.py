@@ -1,8 +1,9 @@
 """`loraplane serve`: vLLM (CPU build) with every ready adapter in the store, behind the router, on localhost.
 
 The same parts as on a cluster: the vLLM launch comes from `serving.vllm_args`, the adapters are
-loaded by the router's adapter manager (which checks each one against its result.json first), and
-clients talk to the router's OpenAI-compatible endpoint. Each adapter is served under its store name;
+loaded by the adapter agent next to vLLM (which checks each one against its result.json and the replica
+first; the router tells it which, and only routes), and clients talk to the router's OpenAI-compatible
+endpoint. Each adapter is served under its store name;
 the vLLM-side name carries the version (`<name>-<sha256[:12]>`), as the ModelServer controller does.
 """
 
@@ -20,11 +21,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, cast
 
+import uvicorn
 from rich.console import Console
 
 from loraplane.api.modelserver import AdapterSource, ModelServerSpec, VllmSpec
 from loraplane.cli.errors import ServeError
 from loraplane.cli.store import AdapterStore, StoredAdapter
+from loraplane.serving.agent.app import create_app as create_agent
+from loraplane.serving.agent.settings import AgentSettings
 from loraplane.serving.router import AdapterVersion, PublicModel, RouterSettings, ServerRoute, create_app
 from loraplane.serving.vllm_args import ServedModel, build_args, cpu_profile
 from loraplane.serving.vllm_process import VllmProcess
@@ -156,8 +160,17 @@ class LocalServer:
         )
         self.vllm = VllmProcess(launch, log_dir / "vllm.log")
         self.vllm_exit_code: int | None = None  # once closed: 0 when vLLM drained and exited by itself
+        self.agent_settings = AgentSettings(
+            host="127.0.0.1",  # the router reaches it at the replica's host
+            port=free_port(),
+            vllm_url=self.vllm.url,
+            cache_dir=log_dir / "agent-cache",  # pulls only: local versions are loaded where they are
+            max_lora_rank=plan.max_rank,
+        )
         self._server: Any = None
         self._thread: threading.Thread | None = None
+        self._agent: uvicorn.Server | None = None
+        self._agent_thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -169,7 +182,17 @@ class LocalServer:
         try:
             with self.console.status(f"starting vLLM (CPU) on {self.plan.base_name}; log {self.vllm.log_path}"):
                 self.vllm.start()
-            route = ServerRoute(base_model=self.plan.base_name, replicas=[self.vllm.url], adapters=self.plan.models)
+            agent = self.agent_settings
+            config = uvicorn.Config(create_agent(agent), host=agent.host, port=agent.port, log_level="warning")
+            self._agent = uvicorn.Server(config)
+            self._agent_thread = threading.Thread(target=self._agent.run, name="adapter-agent", daemon=True)
+            self._agent_thread.start()
+            route = ServerRoute(
+                base_model=self.plan.base_name,
+                replicas=[self.vllm.url],
+                adapters=self.plan.models,
+                agent_port=agent.port,
+            )
             app = create_app(RouterSettings(host=self.host, port=self.port), routes={SERVER_NAME: route})
             self._server = router_server(app, self.host, self.port)
             self._thread = threading.Thread(target=self._server.run, name="router", daemon=True)
@@ -208,6 +231,10 @@ class LocalServer:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=30)
+        if self._agent is not None:
+            self._agent.should_exit = True
+        if self._agent_thread is not None:
+            self._agent_thread.join(timeout=30)
         self.vllm_exit_code = self.vllm.stop()
 
     def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:

@@ -7,7 +7,8 @@ loads what is missing and unloads what is extra. What the agent adds:
 
 - an `oci://…@sha256:…` source is pulled into the replica's bounded cache and verified (manifest digest,
   every layer digest, result.json) before vLLM sees it; vLLM loads the local copy. A directory source (a
-  claim the pod mounts into both containers) is checked against its result.json the same way;
+  claim the pod mounts into both containers, or local mode's store) is checked against its result.json
+  the same way;
 - before vLLM is asked, the adapter must fit the replica (`fit.py`): same base model, rank within
   `--max-lora-rank`, PEFT settings vLLM can serve for the architecture;
 - before an unload it drains on vLLM's own view (`drain.py`): it waits until vLLM neither runs nor queues a
@@ -37,6 +38,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from loraplane.api.oci import OciRef
+from loraplane.api.result import TrainingResult
 from loraplane.serving.adapter_manager import AdapterManager, AdapterRefused, DesiredAdapter, ReplicaReport
 from loraplane.serving.agent.cache import AdapterCache, CacheFull
 from loraplane.serving.agent.drain import VllmDrain
@@ -133,6 +135,11 @@ class AdapterAgent:
         if source.startswith("oci://"):
             digest, path = await self.fetch(name, source)
             self.cache.use(digest, name)
+        else:  # the manager checked the files against result.json before calling
+            result = TrainingResult.read(Path(source))
+            if result is None:
+                raise AdapterRefused(f"{source} has no readable result.json")
+            self.check_fit(name, source, result, Path(source))
         try:
             fresh = await self.vllm.load_adapter(replica, name, path)
         except VllmError:
@@ -178,19 +185,20 @@ class AdapterAgent:
             m.pull_seconds.observe(time.monotonic() - started)
         else:
             m.hits.inc()
+        self.check_fit(name, source, entry.result, entry.path)
+        return entry.digest, str(entry.path)
+
+    def check_fit(self, name: str, source: str, result: TrainingResult, path: Path) -> None:
+        """`AdapterRefused` unless the verified adapter at `path` fits this replica and is the version desired."""
         problem = unfit(
-            entry.result,
-            peft_config(entry.path),
-            base_model=self.settings.base_model,
-            max_lora_rank=self.settings.max_lora_rank,
+            result, peft_config(path), base_model=self.settings.base_model, max_lora_rank=self.settings.max_lora_rank
         )
         expected = self.desired[name].sha256 if self.desired and name in self.desired else None
-        actual = entry.result.adapter.sha256 if entry.result.adapter else ""
+        actual = result.adapter.sha256 if result.adapter else ""
         if not problem and expected is not None and expected != actual:
             problem = f"result.json adapter.sha256 is {actual}, expected {expected}"
         if problem:
             raise AdapterRefused(f"{source} cannot be served here: {problem}")
-        return entry.digest, str(entry.path)
 
     # -- the desired set and the reconcile loop --------------------------------------------------------------
     async def put(self, desired: DesiredSet, wait: float) -> Residency:
