@@ -13,12 +13,13 @@ server's own namespace; `ReplicaApi` = vLLM's admin API, drained on the router's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from loraplane.api.artifact import verify
 from loraplane.api.result import RESULT_FILE, TrainingResult
@@ -182,3 +183,15 @@ class AdapterManager:
                 errors.setdefault(name, str(exc))
         self._hooks.observed(replica, loaded, healthy)
         return ReplicaReport(replica, healthy, loaded, MappingProxyType(errors))
+
+
+@contextlib.asynccontextmanager
+async def in_background(loop: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """Run a reconcile `loop` as a task for the duration of the block (an app's lifespan), cancelled after."""
+    task = asyncio.create_task(loop)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

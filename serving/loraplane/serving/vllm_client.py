@@ -50,7 +50,7 @@ class ServedModels:
     adapters: dict[str, str]  # lora_name -> lora_path (the card's `root`)
 
 
-def _error_message(body: str) -> str:
+def error_message(body: str) -> str:
     try:
         data = json.loads(body)
     except ValueError:
@@ -64,6 +64,28 @@ def _error_message(body: str) -> str:
         if isinstance(data.get("message"), str):
             return str(data["message"])
     return body.strip()[:500]
+
+
+async def admin_call(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    body: dict[str, Any] | None,
+    replica: str,
+    what: str,
+    timeout: aiohttp.ClientTimeout,
+) -> tuple[int, str]:
+    """One admin call about `replica` (to its vLLM or its agent): (status, body) below 500; no answer or a 5xx
+    is `ReplicaUnavailable` (worth retrying), described as `what`."""
+    try:
+        async with session.request(method, url, json=body, timeout=timeout) as resp:
+            text = await resp.text()
+            status = resp.status
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise ReplicaUnavailable(replica, f"{what}: {exc.__class__.__name__}: {exc}") from exc
+    if status >= 500:
+        raise ReplicaUnavailable(replica, f"{what}: {status} {error_message(text)}", status=status)
+    return status, text
 
 
 class VllmClient:
@@ -82,20 +104,12 @@ class VllmClient:
         self, method: str, replica: str, path: str, body: dict[str, Any] | None = None
     ) -> tuple[int, str]:
         url = replica.rstrip("/") + path
-        try:
-            async with self._session.request(method, url, json=body, timeout=self._timeout) as resp:
-                text = await resp.text()
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ReplicaUnavailable(replica, f"{method} {path}: {exc.__class__.__name__}: {exc}") from exc
-        if status >= 500:
-            raise ReplicaUnavailable(replica, f"{method} {path}: {status} {_error_message(text)}", status=status)
-        return status, text
+        return await admin_call(self._session, method, url, body, replica, f"{method} {path}", self._timeout)
 
     async def served_models(self, replica: str) -> ServedModels:
         status, text = await self._request("GET", replica, "/v1/models")
         if status != 200:
-            raise ProtocolError(replica, f"GET /v1/models: {status} {_error_message(text)}", status=status)
+            raise ProtocolError(replica, f"GET /v1/models: {status} {error_message(text)}", status=status)
         try:
             cards = json.loads(text)["data"]
             bases = frozenset(str(c["id"]) for c in cards if not c.get("parent"))
@@ -116,7 +130,7 @@ class VllmClient:
         if status == 200:
             logger.info("loaded adapter %s from %s on %s", name, path, replica)
             return True
-        message = _error_message(text)
+        message = error_message(text)
         if status == 400 and ALREADY_LOADED in message:
             return False
         if status == 404 and "lora" not in message.lower():
@@ -131,7 +145,7 @@ class VllmClient:
         if status == 200:
             logger.info("unloaded adapter %s on %s", name, replica)
             return True
-        message = _error_message(text)
+        message = error_message(text)
         if status == 404 and NOT_FOUND in message:
             return False
         if status == 404:

@@ -39,7 +39,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from loraplane.api.oci import OciRef
 from loraplane.api.result import TrainingResult
-from loraplane.serving.adapter_manager import AdapterManager, AdapterRefused, DesiredAdapter, ReplicaReport
+from loraplane.serving.adapter_manager import (
+    AdapterManager,
+    AdapterRefused,
+    DesiredAdapter,
+    ReplicaReport,
+    in_background,
+)
 from loraplane.serving.agent.cache import AdapterCache, CacheFull
 from loraplane.serving.agent.drain import VllmDrain
 from loraplane.serving.agent.fit import before_pull, peft_config, unfit
@@ -125,9 +131,8 @@ class AdapterAgent:
                 digest = self._cached_digest(path)
                 if digest:
                     self.cache.use(digest, name)
-                source = self.desired[name].path if self.desired and name in self.desired else path
-                self.loaded[name] = Loaded(name, source, path, digest)
-        self._gauges()
+                wanted = self._wanted(name)
+                self.loaded[name] = Loaded(name, wanted.path if wanted else path, path, digest)
         return frozenset(served)
 
     async def load_adapter(self, replica: str, name: str, source: str) -> bool:
@@ -146,20 +151,19 @@ class AdapterAgent:
             if digest and name not in self.loaded:
                 self.cache.release(name)
             raise
-        finally:
-            self._gauges()
         self.loaded[name] = Loaded(name, source, path, digest)  # "already loaded" too: a version is one artifact
-        self._gauges()
         return fresh
 
     async def unload_adapter(self, replica: str, name: str) -> bool:
         unloaded = await self.vllm.unload_adapter(replica, name)
         self.loaded.pop(name, None)
         self.cache.release(name)
-        self._gauges()
         return unloaded
 
     # -- pulling -------------------------------------------------------------------------------------------
+    def _wanted(self, name: str) -> DesiredAdapter | None:
+        return self.desired.get(name) if self.desired else None
+
     def _cached_digest(self, path: str) -> str | None:
         here = Path(path)
         if here.parent == self.settings.cache_dir:
@@ -193,7 +197,8 @@ class AdapterAgent:
         problem = unfit(
             result, peft_config(path), base_model=self.settings.base_model, max_lora_rank=self.settings.max_lora_rank
         )
-        expected = self.desired[name].sha256 if self.desired and name in self.desired else None
+        wanted = self._wanted(name)
+        expected = wanted.sha256 if wanted else None
         actual = result.adapter.sha256 if result.adapter else ""
         if not problem and expected is not None and expected != actual:
             problem = f"result.json adapter.sha256 is {actual}, expected {expected}"
@@ -230,7 +235,6 @@ class AdapterAgent:
             except Exception:  # keep the loop alive; the next round starts from what vLLM reports
                 logger.exception("adapter reconcile failed")
             self.metrics.rounds.inc()
-            self.metrics.failing.set(len(self.report.errors) if self.report else 0)
             async with self._finished:
                 self._done = asked
                 self._finished.notify_all()
@@ -238,8 +242,10 @@ class AdapterAgent:
                 await asyncio.wait_for(self._wake.wait(), timeout=interval)
 
     # -- reports -------------------------------------------------------------------------------------------
-    def _gauges(self) -> None:
+    def refresh_gauges(self) -> None:
+        """Set the gauges from the state (when /metrics is read)."""
         self.metrics.loaded.set(len(self.loaded))
+        self.metrics.failing.set(len(self.report.errors) if self.report else 0)
         self.metrics.cache_bytes.set(self.cache.used_bytes)
         self.metrics.evictions.set(self.cache.evictions)
 
@@ -272,13 +278,8 @@ def create_app(settings: AgentSettings) -> FastAPI:
             agent._vllm = VllmClient(session, timeout=settings.vllm_timeout_s)
             agent._drain = VllmDrain(agent.vllm_url, session)
             manager = AdapterManager(agent, agent._drain, drain_timeout=settings.drain_timeout_s)
-            task = asyncio.create_task(agent.run(manager, settings.reconcile_interval_s))
-            try:
+            async with in_background(agent.run(manager, settings.reconcile_interval_s)):
                 yield
-            finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
 
     app = FastAPI(title="Loraplane adapter agent", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.agent = agent
@@ -300,7 +301,7 @@ def create_app(settings: AgentSettings) -> FastAPI:
 
     @app.get("/metrics")
     async def prometheus() -> Response:
-        agent._gauges()
+        agent.refresh_gauges()
         return Response(generate_latest(agent.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from loraplane.serving.adapter_manager import DesiredAdapter, ReplicaReport
 from loraplane.serving.agent.protocol import DesiredSet, DesiredVersion, Residency
-from loraplane.serving.vllm_client import ProtocolError, ReplicaUnavailable
+from loraplane.serving.vllm_client import ProtocolError, admin_call, error_message
 
 
 class AgentClient:
@@ -25,16 +25,10 @@ class AgentClient:
             adapters=[DesiredVersion(name=a.name, source=a.path, sha256=a.sha256) for a in desired.values()]
         ).wire()
         url = agent.rstrip("/") + "/v1/desired"
-        try:
-            async with self._session.put(url, json=body, timeout=self._timeout) as resp:
-                text = await resp.text()
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ReplicaUnavailable(replica, f"agent {agent}: {exc.__class__.__name__}: {exc}") from exc
-        if status >= 500:
-            raise ReplicaUnavailable(replica, f"agent {agent}: {status} {text[:300]}", status=status)
+        status, text = await admin_call(self._session, "PUT", url, body, replica, f"agent {agent}", self._timeout)
         if status != 200:
-            raise ProtocolError(replica, f"agent {agent} refused the desired set: {status} {text[:300]}", status=status)
+            message = f"agent {agent} refused the desired set: {status} {error_message(text)}"
+            raise ProtocolError(replica, message, status=status)
         try:
             residency = Residency.model_validate_json(text)
         except ValidationError as exc:

@@ -21,7 +21,7 @@ from types import MappingProxyType
 
 import aiohttp
 
-from loraplane.serving.adapter_manager import AdapterManager, DesiredAdapter, ReplicaReport
+from loraplane.serving.adapter_manager import AdapterManager, DesiredAdapter, ReplicaReport, in_background
 from loraplane.serving.agent.client import AgentClient
 from loraplane.serving.router.settings import RouterSettings
 from loraplane.serving.router.state import RouterState
@@ -107,10 +107,5 @@ async def adapter_manager(state: RouterState, settings: RouterSettings) -> Async
             ),
             AgentClient(session, timeout=settings.admin_timeout_s),
         )
-        task = asyncio.create_task(reconcile_forever(state, manager, settings.reconcile_interval_s))
-        try:
+        async with in_background(reconcile_forever(state, manager, settings.reconcile_interval_s)):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
