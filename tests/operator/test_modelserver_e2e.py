@@ -1,15 +1,17 @@
 """End to end: the ModelServer controller on the real control plane, the real router, real vLLM processes.
 
 How simulated pods reach real processes:
-  * two vLLM CPU processes of a tiny model run on loopback (`vllm_pair`, tests/serving/fixtures.py);
+  * two vLLM CPU processes of a tiny model run on loopback (`vllm_pair`, tests/serving/fixtures.py), each on
+    its own address, with an adapter agent next to it on the same address and the operator's agent port (as
+    the sidecar in each vLLM pod); the agents check the adapters the tests write and load them;
   * the router runs as its own process on loopback (`python -m loraplane.serving.router`) with an admin key;
   * the operator runs as a process (its ServiceAccount) with the router's URL and key, the adapter mount
     root pointing at a local directory (where the tests write the adapters, laid out as on the store
     volume: <root>/store/<namespace>/<job>), and `trust_endpoint_annotation` on;
   * the ModelServer's Deployment gets KWOK pods (Running and Ready, with IPs that lead nowhere); the test
     annotates each with `loraplane.io/endpoint=<a vLLM URL>`, and the operator routes to that URL.
-So the versions the operator resolves, the routes it publishes, the load/unload calls the router makes and
-every request below are real; only the pods are simulated.
+So the versions the operator resolves, the routes it publishes, the desired sets the router puts to the agents,
+their loads and unloads and every request below are real; only the pods are simulated.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from loraplane.serving.vllm_process import VllmProcess
+from tests.support.agent import agent_service, port_free_on, wait_up
 from tests.support.kube import Kube, OperatorProcess, poll
 from tests.support.ms_helpers import (
     Ms,
@@ -65,10 +69,37 @@ def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterProcess]:
 
 
 @pytest.fixture(scope="module")
+def agent_port(vllm_pair: list[VllmProcess], tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """An adapter agent next to each replica, all on one port (the operator's agent_port); the port."""
+    hosts = [urlsplit(r.url).hostname or "" for r in vllm_pair]
+    port = port_free_on(hosts)
+    work = tmp_path_factory.mktemp("agents")
+    agents = [
+        agent_service(r.url, work / f"cache-{i}", work / f"agent-{i}.log", port=port, reconcile_interval_s=1)
+        for i, r in enumerate(vllm_pair)
+    ]
+    try:
+        for agent in agents:
+            agent.start()
+        for agent in agents:
+            wait_up(agent)
+        yield port
+    finally:
+        for agent in agents:
+            agent.stop()
+        print(f"\nadapter agent logs: {work}")
+
+
+@pytest.fixture(scope="module")
 def e2e_operator(
-    operator: OperatorProcess, router: RouterProcess, store_root: Path, tmp_path_factory: pytest.TempPathFactory
+    operator: OperatorProcess,
+    router: RouterProcess,
+    store_root: Path,
+    agent_port: int,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
     env = {
+        "LORAPLANE_OPERATOR_AGENT_PORT": str(agent_port),
         "LORAPLANE_OPERATOR_ROUTER_URL": router.url,
         "LORAPLANE_OPERATOR_ROUTER_ADMIN_KEY": router.admin_key,
         "LORAPLANE_OPERATOR_ADAPTER_MOUNT_ROOT": str(store_root),

@@ -121,7 +121,7 @@ def test_deployment_runs_vllm_from_the_serving_builder_with_restricted_security(
     assert pod["nodeSelector"] == {"gpu": "l4"} and pod["tolerations"][0]["key"] == "nvidia.com/gpu"
     launch = msb.vllm_launch(OWNER, spec(), SETTINGS)
     assert pod["terminationGracePeriodSeconds"] == launch.termination_grace_period_seconds >= 30
-    (vllm,) = pod["containers"]
+    vllm, _agent = pod["containers"]
     assert vllm["command"] == list(launch.argv)
     argv = vllm["command"]
     for flag, value in [
@@ -165,7 +165,7 @@ def test_cpu_nodes_get_the_operators_vllm_image_and_a_profile_reachable_on_the_p
         image_pull_policy="Always",
     )
     pod = msb.deployment(OWNER, spec(), cpu, ["store"])["spec"]["template"]["spec"]
-    (vllm,) = pod["containers"]
+    vllm, _agent = pod["containers"]
     (fetch,) = pod["initContainers"]
     assert vllm["image"] == "registry.local/vllm-cpu:1"
     assert vllm["imagePullPolicy"] == fetch["imagePullPolicy"] == "Always"
@@ -211,9 +211,9 @@ def test_pod_template_does_not_depend_on_adapter_versions() -> None:
 
 
 def test_the_adapter_agent_runs_next_to_vllm_and_alone_mounts_the_registry_login() -> None:
-    assert [
-        c["name"] for c in msb.deployment(OWNER, spec(), SETTINGS, [])["spec"]["template"]["spec"]["containers"]
-    ] == ["vllm"], "no agent unless asked for"
+    default = msb.deployment(OWNER, spec(), SETTINGS, [])["spec"]["template"]["spec"]
+    assert [c["name"] for c in default["containers"]] == ["vllm", "adapter-agent"], "every pod has its agent"
+    assert {v["name"]: v for v in default["volumes"]}["adapters"]["emptyDir"] == {"sizeLimit": "2Gi"}
     agent_spec = spec(adapterAgent={"credentialsSecret": "registry-login", "plainHttp": True, "cacheSize": "1Gi"})
     pod = msb.deployment(OWNER, agent_spec, SETTINGS, [])["spec"]["template"]["spec"]
     vllm, agent = pod["containers"]
@@ -235,10 +235,10 @@ def test_the_adapter_agent_runs_next_to_vllm_and_alone_mounts_the_registry_login
     assert not [e for e in vllm["env"] if e["name"] == "DOCKER_CONFIG"]
     assert agent["securityContext"] == restricted_container_security()
     assert agent["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "agent"}
-    without_login = msb.deployment(OWNER, spec(adapterAgent={}), SETTINGS, [])["spec"]["template"]["spec"]
+    without_login = msb.deployment(OWNER, spec(), SETTINGS, [])["spec"]["template"]["spec"]
     assert "registry-auth" not in {v["name"] for v in without_login["volumes"]}
     # a version on a claim: vLLM loads it, the agent verifies it first; both see it read-only at the same path
-    with_claim = msb.deployment(OWNER, spec(adapterAgent={}), SETTINGS, ["runs"])["spec"]["template"]["spec"]
+    with_claim = msb.deployment(OWNER, spec(), SETTINGS, ["runs"])["spec"]["template"]["spec"]
     store = {"name": "store-0", "mountPath": f"{SETTINGS.adapter_mount_root.rstrip('/')}/runs", "readOnly": True}
     assert all(store in c["volumeMounts"] for c in with_claim["containers"])
 
@@ -336,41 +336,35 @@ def test_cross_namespace_sources_need_allowed_namespaces() -> None:
     # allowed, but its pvc:// copy is on a claim of team-b, which team-a's pods cannot mount
     (plan,) = resolve_all(allowed, namespace="team-a", jobs=[job("v1", ns="team-b")])
     assert plan.stable is None and plan.issues[0].reason == SourceReason.UNSUPPORTED_URI
-    assert "claim store in namespace team-b" in plan.issues[0].message and "spec.adapterAgent" in plan.issues[0].message
-    # pushed to a registry and served through the agent: any namespace
-    pushed = job("v1", ns="team-b", oci=True)
-    (plan,) = resolve_all(allowed, namespace="team-a", jobs=[pushed])
-    assert plan.issues  # still no agent: the pvc:// copy is what it would serve
-    agent = spec(adapters=adapters, allowedNamespaces=["team-b"], adapterAgent={})
-    (plan,) = resolve_all(agent, namespace="team-a", jobs=[pushed])
+    assert "claim store in namespace team-b" in plan.issues[0].message and "push it to a registry" in str(plan.issues)
+    # pushed to a registry and served through the agent in each pod: any namespace
+    (plan,) = resolve_all(allowed, namespace="team-a", jobs=[job("v1", ns="team-b", oci=True)])
     assert plan.stable == Version(OCI["v1"], SHA["v1"], "team-b/v1") and not plan.issues
 
 
-def test_with_the_agent_a_pushed_run_is_served_from_the_registry() -> None:
-    s = spec(adapters=[{"name": "medical", "source": {"fineTuneJob": "v1"}}], adapterAgent={})
+def test_a_pushed_run_is_served_from_the_registry() -> None:
+    s = spec(adapters=[{"name": "medical", "source": {"fineTuneJob": "v1"}}])
     (plan,) = resolve_all(s, namespace="team-a", jobs=[job("v1", oci=True)])
     assert plan.stable == Version(OCI["v1"], SHA["v1"], "v1")
     assert store_claims([plan]) == [], "nothing to mount"
-    # same sha256, same name on vLLM, whichever store it comes from
-    (pvc,) = resolve_all(s.model_copy(update={"adapter_agent": None}), namespace="team-a", jobs=[job("v1", oci=True)])
-    assert pvc.stable is not None and pvc.stable.uri == "pvc://store/team-a/v1"
-    assert pvc.stable.lora_name("medical") == plan.stable.lora_name("medical")
-    # a run that pushed nothing is still served from its claim in the server's own namespace
+    # a run that pushed nothing is still served from its claim in the server's own namespace, under the same
+    # name on vLLM (same sha256, whichever store it comes from)
     (own,) = resolve_all(s, namespace="team-a", jobs=[job("v1")])
     assert own.stable is not None and own.stable.uri == "pvc://store/team-a/v1"
+    assert own.stable.lora_name("medical") == plan.stable.lora_name("medical")
     route = desired_route("team-a.qwen", ["http://10.0.0.1:8000"], [plan], "/mnt/adapters", 8001)
     assert route.agent_port == 8001 and route.adapters[0].versions[0].path == OCI["v1"]
     assert not same_route(route, desired_route("team-a.qwen", ["http://10.0.0.1:8000"], [plan], "/mnt/adapters"))
 
 
-def test_an_oci_source_needs_the_agent() -> None:
+def test_an_oci_source_is_pinned_by_digest() -> None:
     adapters = [{"name": "medical", "source": {"uri": OCI["v1"]}}]
-    bare = {**spec().to_k8s(), "adapters": adapters}
-    (problem,) = modelserver_problems(bare)
-    assert "spec.adapters[0].source.uri" in str(problem) and "spec.adapterAgent" in str(problem)
-    tagged = {**bare, "adapterAgent": {}, "adapters": [{"name": "medical", "source": {"uri": "oci://r.io/a/b:v1"}}]}
-    assert modelserver_problems(tagged), "a tag can move: a version is pinned by digest"
-    (plan,) = resolve_all(spec(adapters=adapters, adapterAgent={}), namespace="team-a", jobs=[])
+    pinned = {**spec().to_k8s(), "adapters": adapters}
+    assert not modelserver_problems(pinned)
+    tagged = {**pinned, "adapters": [{"name": "medical", "source": {"uri": "oci://r.io/a/b:v1"}}]}
+    (problem,) = modelserver_problems(tagged)
+    assert "spec.adapters[0].source.uri" in str(problem), "a tag can move: a version is pinned by digest"
+    (plan,) = resolve_all(spec(adapters=adapters), namespace="team-a", jobs=[])
     assert plan.stable == Version(OCI["v1"]) and not plan.issues
 
 

@@ -50,9 +50,11 @@ def tiny_adapters(make_adapter: MakeAdapter) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def vllm_pair(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[VllmProcess]]:
     """Two real vLLM processes of `tiny_base`, started concurrently; each has .url, .start(), .stop(), .kill(),
-    .restart(). A test that stops or kills one must start it again (`.start()` is a no-op when it runs)."""
+    .restart(). A test that stops or kills one must start it again (`.start()` is a no-op when it runs).
+    Each listens on its own loopback address (127.0.0.1, 127.0.0.2), as pods have their own IPs: the sidecars
+    next to them (adapter agents) can share one port, as the route's `agent_port` says."""
     logs = tmp_path_factory.mktemp("vllm")
-    pair = [tiny_replica(tiny_base, logs / f"replica-{i}.log") for i in range(2)]
+    pair = [tiny_replica(tiny_base, logs / f"replica-{i}.log", host=f"127.0.0.{i + 1}") for i in range(2)]
     try:
         for replica in pair:
             replica.spawn()

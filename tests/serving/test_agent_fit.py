@@ -1,4 +1,5 @@
-"""The adapter agent's fit rules (pure): base model, rank and PEFT settings, each naming where it comes from."""
+"""The adapter agent's checks before a load (pure): a directory's files against its result.json, and the fit
+rules (base model, rank and PEFT settings), each naming where it comes from."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from typing import Any
 import pytest
 
 from loraplane.api.result import AdapterFiles, BaseModelInfo, TrainingResult
+from loraplane.serving.adapter_manager import AdapterRefused
+from loraplane.serving.agent.app import checked_directory
 from loraplane.serving.agent.fit import before_pull, peft_config, unfit
+from tests.serving.scripted import fake_adapter
 
 BASE = "hf://HuggingFaceTB/SmolLM2-135M-Instruct@main"
 OK_CONFIG = {"r": 8, "bias": "none", "use_dora": False, "target_modules": ["q_proj", "v_proj"]}
@@ -67,3 +71,25 @@ def test_before_pull_reads_the_manifest_only() -> None:
     problem = before_pull(ours, base_model=BASE, cache_limit=999)
     assert problem is not None and "1000 bytes, more than the whole adapter cache (999 bytes)" in problem
     assert before_pull({"layers": layers}, base_model=BASE, cache_limit=1000) is None  # foreign: the files decide
+
+
+def test_a_directory_that_does_not_match_its_result_json_is_refused_naming_the_file(tmp_path: Path) -> None:
+    good, digest = fake_adapter(tmp_path / "good", "good")
+    assert checked_directory(str(good)).adapter.sha256 == digest  # type: ignore[union-attr]
+
+    tampered, _ = fake_adapter(tmp_path / "tampered", "tampered")
+    weights = tampered / "adapter_model.safetensors"
+    weights.write_bytes(bytes([weights.read_bytes()[0] ^ 1]) + weights.read_bytes()[1:])
+    no_result, _ = fake_adapter(tmp_path / "noresult", "noresult")
+    (no_result / "result.json").unlink()
+    extra, _ = fake_adapter(tmp_path / "extra", "extra")
+    (extra / "smuggled.json").write_text("{}")
+    cases = {
+        tampered: "adapter_model.safetensors: sha256 mismatch",
+        no_result: "result.json: missing",
+        extra: "smuggled.json: not in result.json",
+        tmp_path / "nowhere": "does not exist",
+    }
+    for directory, message in cases.items():
+        with pytest.raises(AdapterRefused, match=message):
+            checked_directory(str(directory))

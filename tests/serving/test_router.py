@@ -19,7 +19,7 @@ from tests.serving.fixtures import ServeRouter
 from tests.serving.router_helpers import Router, route, version
 from tests.serving.router_helpers import openai_error as error
 from tests.support.kube import free_port, poll
-from tests.support.serving import BASE_NAME, MakeAdapter, tamper
+from tests.support.serving import BASE_NAME, MakeAdapter
 
 pytestmark = pytest.mark.slow
 PROMPTS = ["Hello there", "Tell me a story", "What is the code?"]
@@ -99,28 +99,6 @@ def test_a_new_adapter_becomes_routable_without_restarting(
     served.wait_routable("delta", timeout=120)
     assert served.answer("delta") == direct(replicas_up[1], "delta", "Hello there")
     assert {"delta"} <= set(served.status("tiny")["replicas"][0]["loaded"])
-
-
-def test_a_tampered_adapter_is_refused_and_never_served(
-    served: Router,
-    replicas_up: list[VllmProcess],
-    tiny_adapters: dict[str, Path],
-    make_adapter: MakeAdapter,
-    tmp_path: Path,
-) -> None:
-    evil = tamper(make_adapter("evil", 9, tmp_path / "evil"))
-    served.put("tiny", route([r.url for r in replicas_up], {**tiny_adapters, "evil": evil}))
-
-    def refused() -> dict[str, Any] | None:
-        status = served.status("tiny")
-        return status if all("evil" in r["errors"] for r in status["replicas"]) else None
-
-    status = poll("the refusal in the admin status", refused, timeout=60)
-    assert all("does not match" in r["errors"]["evil"] for r in status["replicas"]), status
-    assert all("evil" not in r["loaded"] for r in status["replicas"])
-    resp = served.chat("evil")
-    assert resp.status_code == 503 and resp.headers["retry-after"], resp.text
-    assert resp.json()["error"]["code"] == "no_healthy_replica"
 
 
 def test_killing_a_replica_mid_load_loses_no_request_and_it_gets_its_adapters_back(

@@ -1,11 +1,14 @@
 """The adapter agent (`python -m loraplane.serving.agent`) as a process next to a tiny vLLM replica, as the sidecar
-runs in a vLLM pod: its own port on loopback, its cache in a directory the test owns."""
+runs in a vLLM pod: on the replica's own (loopback) address, its cache in a directory the test owns."""
 
 from __future__ import annotations
 
+import socket
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -13,11 +16,29 @@ from tests.support.bench import Service
 from tests.support.kube import REPO, free_port, poll
 
 
-def agent_service(vllm_url: str, cache_dir: Path, log_path: Path, **settings: Any) -> Service:
-    """Not started yet; `settings`: AgentSettings fields (base_model, max_lora_rank, cache_limit_bytes, ...)."""
-    port = free_port()
+def port_free_on(hosts: Iterable[str]) -> int:
+    """A port free on every one of these loopback addresses: agents of several replicas on one port, as in pods."""
+    for _ in range(100):
+        port = free_port()
+        try:
+            for host in hosts:
+                with socket.socket() as s:
+                    s.bind((host, port))
+            return port
+        except OSError:
+            continue
+    raise AssertionError(f"no port free on all of {list(hosts)}")
+
+
+def agent_service(
+    vllm_url: str, cache_dir: Path, log_path: Path, *, port: int | None = None, **settings: Any
+) -> Service:
+    """Not started yet; listens on the replica's host (its pod address), on `port` or a free one; `settings`:
+    AgentSettings fields (base_model, max_lora_rank, cache_limit_bytes, ...)."""
+    host = urlsplit(vllm_url).hostname or "127.0.0.1"
+    port = port or free_port()
     env = {
-        "LORAPLANE_AGENT_HOST": "127.0.0.1",
+        "LORAPLANE_AGENT_HOST": host,
         "LORAPLANE_AGENT_PORT": str(port),
         "LORAPLANE_AGENT_VLLM_URL": vllm_url,
         "LORAPLANE_AGENT_CACHE_DIR": str(cache_dir),
@@ -25,7 +46,7 @@ def agent_service(vllm_url: str, cache_dir: Path, log_path: Path, **settings: An
         **{f"LORAPLANE_AGENT_{key.upper()}": str(value) for key, value in settings.items()},
     }
     argv = [sys.executable, "-m", "loraplane.serving.agent"]
-    return Service("adapter-agent", argv, env, f"http://127.0.0.1:{port}", log_path, REPO)
+    return Service("adapter-agent", argv, env, f"http://{host}:{port}", log_path, REPO)
 
 
 def wait_up(agent: Service, timeout: float = 60) -> None:

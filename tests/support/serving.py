@@ -88,19 +88,21 @@ def vllm_server(
     *,
     max_num_seqs: int | None = CPU_MAX_NUM_SEQS,
     port: int = 0,
+    host: str = "127.0.0.1",
     start_timeout: float = 600.0,
 ) -> VllmProcess:
-    """One vLLM CPU process (not started) serving `base` as "base" on loopback (`port`, or a free one)."""
+    """One vLLM CPU process (not started) serving `base` as "base" on a loopback `host` (`port`, or a free one)."""
     launch = build_args(
         ServedModel(path=str(base), name=BASE_NAME),
         spec,
         cpu_profile(kvcache_space_gib=1, max_num_seqs=max_num_seqs),
         port=port or free_port(),
+        host=host,
         python=sys.executable,
     )
     return VllmProcess(launch, log_path, start_timeout=start_timeout)
 
 
-def tiny_replica(base: Path, log_path: Path) -> VllmProcess:
+def tiny_replica(base: Path, log_path: Path, host: str = "127.0.0.1") -> VllmProcess:
     """One vLLM replica of the tiny base (not started); served as "base", runtime LoRA updating on."""
-    return vllm_server(base, PAIR_SPEC, log_path)
+    return vllm_server(base, PAIR_SPEC, log_path, host=host)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from loraplane.api.common import (
     CLAIM_PATTERN,
@@ -53,7 +53,7 @@ class AdapterSource(K8sModel):
             description="An adapter artifact (PEFT directory with result.json): pvc://CLAIM/PATH, "
             "file:///PATH, hf://ORG/NAME[@REVISION], modelscope://ORG/NAME[@REVISION] or "
             + OCI_PINNED_URI_HELP
-            + " (needs spec.adapterAgent); "
+            + "; "
             + SAFE_PATH_HELP
             + ".",
         ),
@@ -152,7 +152,8 @@ class VllmSpec(K8sModel):
 
 class AdapterAgentSpec(K8sModel):
     """The adapter agent: a sidecar in every vLLM pod that pulls oci:// adapter versions from a registry into a
-    bounded cache, verifies them and loads them into its replica (docs/adapter-agent.md)."""
+    bounded cache, verifies every version (pulled or on a claim) and loads it into its replica
+    (docs/adapter-agent.md)."""
 
     credentials_secret: Annotated[str | None, login_secret_field("agent container")] = None
     plain_http: Annotated[
@@ -187,26 +188,12 @@ class ModelServerSpec(K8sModel):
         Field(max_length=64, description="Other namespaces whose FineTuneJobs this server may serve."),
     ] = None
     adapter_agent: Annotated[
-        AdapterAgentSpec | None,
+        AdapterAgentSpec,
         Field(
-            description="Run the adapter agent next to vLLM and serve adapters from a registry: FineTuneJobs that "
-            "pushed one (spec.output.uri) are served from it, and oci:// sources are allowed."
+            description="The adapter agent in every vLLM pod (always there: it pulls, verifies and loads the "
+            "adapters): registry login, plain HTTP, cache size."
         ),
-    ] = None
-
-    @model_validator(mode="after")
-    def _oci_sources_need_the_agent(self) -> ModelServerSpec:
-        if self.adapter_agent is None:
-            for i, adapter in enumerate(self.adapters):
-                for where, src in [("source", adapter.source)] + (
-                    [("canary.source", adapter.canary.source)] if adapter.canary else []
-                ):
-                    if src.uri and src.uri.startswith("oci://"):
-                        raise ValueError(
-                            f"spec.adapters[{i}].{where}.uri: an oci:// source needs spec.adapterAgent "
-                            "(the agent in each vLLM pod pulls it)"
-                        )
-        return self
+    ] = AdapterAgentSpec()
 
 
 class ResolvedAdapter(K8sModel):
@@ -282,13 +269,6 @@ class ModelServer(K8sModel):
             cel(
                 "size(self.metadata.name) <= 47",
                 "metadata.name must be at most 47 characters (the Deployment and its pods derive their names from it)",
-            ),
-            cel(
-                "has(self.spec.adapterAgent) || !has(self.spec.adapters) || self.spec.adapters.all(a, "
-                "!(has(a.source.uri) && a.source.uri.startsWith('oci://')) && !(has(a.canary) && "
-                "has(a.canary.source.uri) && a.canary.source.uri.startsWith('oci://')))",
-                "spec.adapters: an oci:// source needs spec.adapterAgent (the agent in each vLLM pod pulls it)",
-                field_path=".spec.adapters",
             ),
         ],
     )

@@ -89,7 +89,7 @@ class OperatorSettings(BaseSettings):
     vllm_port: int = Field(8000, ge=1, le=65535, description="Port vLLM listens on in ModelServer pods.")
     agent_image: str = Field(
         "ghcr.io/loraplane/router:0.1.0",
-        description="Image of the adapter agent sidecar (spec.adapterAgent): the router image, which has it.",
+        description="Image of the adapter agent sidecar in every vLLM pod: the router image, which has it.",
     )
     agent_port: int = Field(8001, ge=1, le=65535, description="Port the adapter agent listens on in vLLM pods.")
     agent_cache_dir: str = Field(

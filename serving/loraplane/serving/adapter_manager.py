@@ -2,12 +2,13 @@
 
 Level-triggered: every :meth:`AdapterManager.reconcile` observes the replica (what it lists) and then
 loads what is missing and unloads what is extra, so a restarted replica (which lists no adapters) gets
-them back on the next call. Before loading, the adapter's files are checked against its result.json;
-before unloading, new requests stop and in-flight ones finish (bounded wait, `RoutingHooks`).
+them back on the next call. Before unloading, new requests stop and in-flight ones finish (bounded wait,
+`RoutingHooks`). What a load checks first is the `ReplicaApi`'s business.
 
-Two users: the adapter agent, for its own replica (`ReplicaApi` = the agent's pull-verify-load over vLLM,
-drained on vLLM's metrics), and the router, for replicas without an agent (local mode, a claim in the
-server's own namespace; `ReplicaApi` = vLLM's admin API, drained on the router's in-flight counts).
+Two users: the adapter agent, for its own replica (`ReplicaApi` = the agent's pull-verify-fit-load over
+vLLM, drained on vLLM's metrics), and the router, only for a bare vLLM replica put by hand without an
+agent (`ReplicaApi` = vLLM's admin API, which reads the path itself; drained on the router's in-flight
+counts). The router never reads adapter files.
 """
 
 from __future__ import annotations
@@ -17,12 +18,9 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
-from loraplane.api.artifact import verify
-from loraplane.api.result import RESULT_FILE, TrainingResult
 from loraplane.serving.vllm_client import ReplicaUnavailable, VllmError
 
 logger = logging.getLogger(__name__)
@@ -33,7 +31,7 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class DesiredAdapter:
     name: str  # lora_name on vLLM (a concrete version, e.g. "medical-v3" or "medical@<sha12>")
-    path: str  # adapter directory (PEFT dir + result.json)
+    path: str  # source: adapter directory (PEFT dir + result.json) or an oci:// artifact
     sha256: str | None = None  # expected adapter digest (result.json adapter.sha256); None = trust result.json's own
 
 
@@ -76,21 +74,7 @@ class NoRouting:
 
 
 class AdapterRefused(Exception):
-    """The adapter directory does not match its result.json (tampered, incomplete or missing)."""
-
-
-def check_adapter(adapter: DesiredAdapter) -> None:
-    """Raise :class:`AdapterRefused` unless every file matches result.json and the digest is the expected one."""
-    directory = Path(adapter.path)
-    if not directory.is_dir():
-        raise AdapterRefused(f"adapter directory {adapter.path} does not exist")
-    problems = verify(directory)
-    if problems:
-        raise AdapterRefused(f"adapter {adapter.path} does not match its {RESULT_FILE}: {'; '.join(problems[:5])}")
-    result = TrainingResult.read(directory)
-    digest = result.adapter.sha256 if result and result.adapter else ""
-    if adapter.sha256 is not None and adapter.sha256 != digest:
-        raise AdapterRefused(f"adapter {adapter.path} is version {digest}, expected {adapter.sha256}")
+    """The replica will not load the adapter: it does not verify (tampered, incomplete, missing) or fit."""
 
 
 class AdapterManager:
@@ -104,10 +88,8 @@ class AdapterManager:
         drain_timeout: float = 30.0,
         attempts: int = 4,
         backoff: float = 0.5,
-        verify: bool = True,
     ) -> None:
         self._client = client
-        self._verify = verify  # False: vLLM reads files this process cannot see (the router of a cluster install)
         self._hooks = hooks
         self._drain_timeout = drain_timeout
         self._attempts = max(1, attempts)
@@ -132,8 +114,6 @@ class AdapterManager:
 
     async def _load(self, replica: str, adapter: DesiredAdapter) -> None:
         async with self._lock(replica, adapter.name):
-            if self._verify and not adapter.path.startswith("oci://"):  # an artifact: verified as it is pulled
-                await asyncio.to_thread(check_adapter, adapter)
             await self._retry(
                 f"load {adapter.name} on {replica}",
                 lambda: self._client.load_adapter(replica, adapter.name, adapter.path),

@@ -11,16 +11,15 @@ Layout inside a vLLM pod:
                                     /var/cache/loraplane/model at the checkpoint; vLLM serves that path
     <adapterMountRoot>/<claim>      every adapter store (PVC) the resolved versions live on, read-only
     /mnt/pvc/<claim>                the base model's claim for a pvc:// base model, read-only
-    <agentCacheDir>                 with spec.adapterAgent: the adapter agent's cache (an emptyDir with the
-                                    spec's size limit), written by the agent, read-only for vLLM
+    <agentCacheDir>                 the adapter agent's cache (an emptyDir with spec.adapterAgent.cacheSize
+                                    as its limit), written by the agent, read-only for vLLM
 
-With spec.adapterAgent each pod also runs the adapter agent (container `adapter-agent`, the router image):
-the router puts that replica's desired versions to it and the agent loads and unloads them: it pulls oci://
-versions with the registry login (mounted into it alone) and verifies them, checks a version on a claim
-(mounted into it read-only too) against its result.json, and has vLLM load the local copy over localhost.
+Each pod also runs the adapter agent (container `adapter-agent`, the router image): the router puts that
+replica's desired versions to it and the agent loads and unloads them: it pulls oci:// versions with the
+registry login (mounted into it alone) and verifies them, checks a version on a claim (mounted into it
+read-only too) against its result.json, and has vLLM load the local copy over localhost.
 The pod template depends only on the spec and the set of adapter-store claims, never on adapter
-versions: a new version is loaded at runtime (by the router, or by the agent the router tells), without
-restarting pods.
+versions: a new version is loaded at runtime (by the agent the router tells), without restarting pods.
 """
 
 from __future__ import annotations
@@ -115,11 +114,10 @@ def _volumes(spec: ModelServerSpec, settings: OperatorSettings, claims: list[str
     for i, claim in enumerate(claims):
         volumes.append({"name": f"store-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
     agent = spec.adapter_agent
-    if agent is not None:
-        volumes.append({"name": "adapters", "emptyDir": {"sizeLimit": agent.cache_size}})
-        volumes.append({"name": "agent-tmp", "emptyDir": {}})
-        if agent.credentials_secret:
-            volumes.append(pods.registry_auth(agent.credentials_secret)[0])
+    volumes.append({"name": "adapters", "emptyDir": {"sizeLimit": agent.cache_size}})
+    volumes.append({"name": "agent-tmp", "emptyDir": {}})
+    if agent.credentials_secret:
+        volumes.append(pods.registry_auth(agent.credentials_secret)[0])
     return volumes
 
 
@@ -182,8 +180,7 @@ def vllm_container(
     if spec.resources.gpus:
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
     mounts.extend(_store_mounts(settings, claims))
-    if spec.adapter_agent is not None:
-        mounts.append({"name": "adapters", "mountPath": settings.agent_cache_dir, "readOnly": True})
+    mounts.append({"name": "adapters", "mountPath": settings.agent_cache_dir, "readOnly": True})
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.vllm.image or settings.vllm_image,
@@ -206,9 +203,9 @@ def agent_cache_limit(agent: AdapterAgentSpec) -> int:
 
 
 def agent_container(spec: ModelServerSpec, settings: OperatorSettings, claims: list[str]) -> dict[str, Any]:
-    """The adapter agent sidecar (spec.adapterAgent): pulls, verifies and loads this replica's adapters."""
+    """The adapter agent sidecar: pulls, verifies and loads this replica's adapters (configured by
+    spec.adapterAgent)."""
     agent = spec.adapter_agent
-    assert agent is not None
     env: list[dict[str, Any]] = [
         {"name": "LORAPLANE_AGENT_PORT", "value": str(settings.agent_port)},
         {"name": "LORAPLANE_AGENT_VLLM_URL", "value": f"http://127.0.0.1:{settings.vllm_port}"},
@@ -256,7 +253,7 @@ def deployment(owner: Owner, spec: ModelServerSpec, settings: OperatorSettings, 
         "initContainers": [fetch_container(spec, settings)],
         "containers": [
             vllm_container(spec, settings, claims, launch),
-            *([agent_container(spec, settings, claims)] if spec.adapter_agent is not None else []),
+            agent_container(spec, settings, claims),
         ],
         "volumes": _volumes(spec, settings, claims),
         **pods.scheduling(spec.resources),

@@ -157,14 +157,11 @@ def _children(
     return deployment
 
 
-def _publish(
-    key: str, urls: Iterable[str], plans: list[AdapterPlan], settings: OperatorSettings, *, agent: bool
-) -> RouteResult:
+def _publish(key: str, urls: Iterable[str], plans: list[AdapterPlan], settings: OperatorSettings) -> RouteResult:
     router = router_for(settings)
     if router is None:
         return RouteResult(configured=False)
-    agent_port = settings.agent_port if agent else None
-    desired = desired_route(key, list(urls), plans, settings.adapter_mount_root, agent_port)
+    desired = desired_route(key, list(urls), plans, settings.adapter_mount_root, settings.agent_port)
     try:
         published = publish(router, key, desired)
     except RouterError as exc:
@@ -202,7 +199,7 @@ def reconcile_object(
     selector = f"{LABEL_MODELSERVER}={owner.name},{LABEL_COMPONENT}={msb.COMPONENT}"
     pods = kube.list_objects("v1", "Pod", owner.namespace, selector)
     urls = ready_replicas(pods, settings)
-    route = _publish(key, urls.values(), plans, settings, agent=spec.adapter_agent is not None)
+    route = _publish(key, urls.values(), plans, settings)
     snap = ServerSnapshot(
         generation=generation,
         problems=[],

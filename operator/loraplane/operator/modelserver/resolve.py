@@ -7,12 +7,12 @@ Rules (GitOps: the spec in git says *how* to pick a version; nothing writes any 
 * `selector.matchLabels` picks the newest FineTuneJob (by creationTimestamp, then name) carrying those
   labels that Succeeded, produced an adapter and passed its gate. Promotion happens because a new run
   passes; a run that fails its gate is never picked.
-* `uri` names an artifact directly (its sha256 is then unknown to the operator; the router still checks
-  the files against the artifact's own result.json before loading, and the adapter agent checks an
-  oci:// artifact's digests and files before vLLM sees it).
-* With `spec.adapterAgent`, a FineTuneJob that pushed its adapter to a registry (`status.adapter.ociUri`,
-  pinned by digest) is served from there: nothing to mount, any namespace, any node. Without the agent,
-  or for a run that pushed nothing, its pvc:// copy is served (pods mount the claim: same namespace).
+* `uri` names an artifact directly (its sha256 is then unknown to the operator; the adapter agent in each
+  vLLM pod checks an oci:// artifact's digests, and any artifact's files against its own result.json,
+  before vLLM sees it).
+* A FineTuneJob that pushed its adapter to a registry (`status.adapter.ociUri`, pinned by digest) is served
+  from there: nothing to mount, any namespace, any node. A run that pushed nothing is served from its
+  pvc:// copy (pods mount the claim: same namespace only).
 * A source in another namespace is refused unless that namespace is in `spec.allowedNamespaces`.
 * A FineTuneJob's adapter is refused before it reaches the router when the server cannot load it
   correctly: trained on another base model than `spec.baseModel.uri` (a hub URI without a revision on
@@ -105,15 +105,14 @@ def _trained_on(spec: Mapping[str, Any], adapter: Mapping[str, Any]) -> str:
 @dataclass(frozen=True)
 class Target:
     """What the server's replicas can load correctly: adapters of its base model up to its LoRA rank, from
-    the stores its pods reach (claims they mount; registries too when the adapter agent runs next to vLLM)."""
+    the stores its pods reach (claims they mount, and registries through the adapter agent next to vLLM)."""
 
     base_model: str
     max_lora_rank: int
-    agent: bool = False
 
     @classmethod
     def of(cls, spec: ModelServerSpec) -> Target:
-        return cls(spec.base_model.uri, spec.vllm.max_lora_rank, spec.adapter_agent is not None)
+        return cls(spec.base_model.uri, spec.vllm.max_lora_rank)
 
 
 def incompatibility(job: JobInfo, target: Target) -> str | None:
@@ -199,15 +198,10 @@ def newest_servable(jobs: Iterable[JobInfo], namespace: str, match_labels: Mappi
     return max(candidates, key=lambda j: (j.created, j.name), default=None)
 
 
-def _unsupported(uri: str, agent: bool) -> str | None:
-    if uri.startswith(("pvc://", "file://")) or (agent and uri.startswith("oci://")):
+def _unsupported(uri: str) -> str | None:
+    if uri.startswith(("pvc://", "file://", "oci://")):
         return None
-    if uri.startswith("oci://"):
-        return f"{uri}: an oci:// adapter needs spec.adapterAgent (the agent in each vLLM pod pulls it)"
-    return (
-        f"{uri}: the controller serves pvc://, file:// and (with spec.adapterAgent) oci:// adapters; "
-        "copy hub adapters into an adapter store first"
-    )
+    return f"{uri}: the controller serves pvc://, file:// and oci:// adapters; copy hub adapters into a store first"
 
 
 def resolve_source(
@@ -231,7 +225,7 @@ def resolve_source(
             ),
         )
     if source.uri:
-        problem = _unsupported(source.uri, target is not None and target.agent)
+        problem = _unsupported(source.uri)
         if problem:
             return SourceResult(None, Issue("Degraded", SourceReason.UNSUPPORTED_URI, f"{where}.uri: {problem}"))
         return SourceResult(Version(uri=source.uri))
@@ -286,14 +280,12 @@ def _pinned(job: JobInfo, label: str, where: str, target: Target | None, namespa
 
 def _servable(job: JobInfo, label: str, field_: str, target: Target | None, namespace: str) -> SourceResult:
     """The version of a run that succeeded and passed, unless the server cannot load it (then the issue)."""
-    agent = target is not None and target.agent
-    uri = job.oci_uri if agent and job.oci_uri else job.uri
-    problem = _unsupported(uri, agent)
+    uri = job.oci_uri or job.uri
+    problem = _unsupported(uri)
     if not problem and pvc_claim(uri) and job.namespace != namespace:
         problem = (
             f"the adapter of FineTuneJob {label} is on claim {pvc_claim(uri)} in namespace {job.namespace}, which "
-            "this server's pods cannot mount; push it to a registry (the FineTuneJob's spec.output.uri) and set "
-            "spec.adapterAgent"
+            "this server's pods cannot mount; push it to a registry (the FineTuneJob's spec.output.uri)"
         )
     if problem:
         return SourceResult(None, Issue("Degraded", SourceReason.UNSUPPORTED_URI, f"{field_}: {problem}"))

@@ -37,8 +37,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from loraplane.api.artifact import verify
 from loraplane.api.oci import OciRef
-from loraplane.api.result import TrainingResult
+from loraplane.api.result import RESULT_FILE, TrainingResult
 from loraplane.serving.adapter_manager import (
     AdapterManager,
     AdapterRefused,
@@ -56,6 +57,18 @@ from loraplane.serving.router.errors import add_handlers, parse_body
 from loraplane.serving.vllm_client import VllmClient, VllmError
 
 logger = logging.getLogger("loraplane.agent")
+
+
+def checked_directory(source: str) -> TrainingResult:
+    """The result.json of the adapter directory `source`; `AdapterRefused` unless every file in it matches."""
+    directory = Path(source)
+    if not directory.is_dir():
+        raise AdapterRefused(f"adapter directory {source} does not exist")
+    problems = verify(directory)
+    result = TrainingResult.read(directory)
+    if problems or result is None:
+        raise AdapterRefused(f"adapter {source} does not match its {RESULT_FILE}: {'; '.join(problems[:5])}")
+    return result
 
 
 @dataclass
@@ -140,10 +153,8 @@ class AdapterAgent:
         if source.startswith("oci://"):
             digest, path = await self.fetch(name, source)
             self.cache.use(digest, name)
-        else:  # the manager checked the files against result.json before calling
-            result = TrainingResult.read(Path(source))
-            if result is None:
-                raise AdapterRefused(f"{source} has no readable result.json")
+        else:  # a claim mounted into both containers, or local mode's store: vLLM reads it where it is
+            result = await asyncio.to_thread(checked_directory, source)
             self.check_fit(name, source, result, Path(source))
         try:
             fresh = await self.vllm.load_adapter(replica, name, path)

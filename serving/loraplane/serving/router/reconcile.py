@@ -103,7 +103,6 @@ async def adapter_manager(state: RouterState, settings: RouterSettings) -> Async
                 VllmClient(session, timeout=settings.admin_timeout_s),
                 state,
                 drain_timeout=settings.drain_timeout_s,
-                verify=settings.verify_adapter_files,
             ),
             AgentClient(session, timeout=settings.admin_timeout_s),
         )

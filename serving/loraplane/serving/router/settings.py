@@ -25,12 +25,6 @@ class RouterSettings(BaseSettings):
     request_timeout_s: float = Field(600.0, gt=0, description="Upstream request budget (504 after).")
     connect_timeout_s: float = Field(5.0, gt=0)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
-    verify_adapter_files: bool = Field(
-        True,
-        description="Check each version's files against its result.json and sha256 before asking vLLM to load it. "
-        "Needs the router to see the adapter store at the vLLM pods' paths (local mode, a shared volume); false "
-        "when each vLLM pod reads its adapters from its own mount of the job's claim (the cluster install).",
-    )
     admin_timeout_s: float = Field(
         120.0, gt=0, description="Budget of one load, unload or list call on a replica (a load may pull first)."
     )
