@@ -11,9 +11,8 @@ import yaml
 
 from loraplane.api.common import MODEL_URI_PATTERN
 from loraplane.api.crdgen import render_all, render_crds
-from loraplane.api.finetunejob import DATASET_URI_PATTERN
+from loraplane.api.finetunejob import DATASET_URI_PATTERN, OUTPUT_URI_PATTERN
 from loraplane.api.modelserver import ADAPTER_URI_PATTERN
-from loraplane.api.oci import OCI_PUSH_URI_PATTERN
 from tests.support.uris import (
     OCI_PINNED,
     OCI_PINNED_TRAVERSALS,
@@ -96,7 +95,7 @@ URI_PATTERNS = {
     ("ModelServer", "spec.baseModel.uri"): MODEL_URI_PATTERN,
     ("ModelServer", "spec.adapters[].source.uri"): ADAPTER_URI_PATTERN,
     ("ModelServer", "spec.adapters[].canary.source.uri"): ADAPTER_URI_PATTERN,
-    ("FineTuneJob", "spec.output.uri"): OCI_PUSH_URI_PATTERN,
+    ("FineTuneJob", "spec.output.uri"): OUTPUT_URI_PATTERN,
 }
 OCI_FIELDS = {("FineTuneJob", "spec.output.uri")}
 PINNED_FIELDS = {("ModelServer", "spec.adapters[].source.uri"), ("ModelServer", "spec.adapters[].canary.source.uri")}

@@ -228,10 +228,12 @@ runtimeRequestTimeout: 30m
 serializeImagePulls: false
 imageGCHighThresholdPercent: 95
 imageGCLowThresholdPercent: 90
+# the node shares the machine's disk with everything else on it: evict on an absolute floor, not on a share
+# of a large shared disk (5% of 250 GB evicted a training pod while 12 GB were free)
 evictionHard:
   memory.available: 200Mi
-  nodefs.available: 5%
-  imagefs.available: 5%
+  nodefs.available: 2Gi
+  imagefs.available: 2Gi
   nodefs.inodesFree: 5%
 maxPods: 110
 EOF

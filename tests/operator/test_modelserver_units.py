@@ -77,6 +77,7 @@ def job(
     gate: bool = True,
     labels: dict[str, str] | None = None,
     oci: bool = False,
+    s3: bool = False,
 ) -> JobInfo:
     done = state == "Succeeded"
     return JobInfo(
@@ -91,6 +92,7 @@ def job(
         uri=f"pvc://store/{ns}/{name}" if done else "",
         sha256=SHA.get(name, "f" * 64) if done else "",
         oci_uri=OCI.get(name, "") if done and oci else "",
+        s3_uri=f"s3://adapters/runs/{name}@sha256:{SHA.get(name, 'f' * 64)}" if done and s3 else "",
     )
 
 
@@ -366,6 +368,42 @@ def test_an_oci_source_is_pinned_by_digest() -> None:
     assert "spec.adapters[0].source.uri" in str(problem), "a tag can move: a version is pinned by digest"
     (plan,) = resolve_all(spec(adapters=adapters), namespace="team-a", jobs=[])
     assert plan.stable == Version(OCI["v1"]) and not plan.issues
+
+
+def test_an_s3_version_is_pinned_by_the_adapter_sha256_and_pulled_by_the_agent_alone() -> None:
+    pinned_uri = f"s3://adapters/runs/v1@sha256:{SHA['v1']}"
+    direct = spec(adapters=[{"name": "medical", "source": {"uri": pinned_uri}}])
+    (plan,) = resolve_all(direct, namespace="team-a", jobs=[])
+    # the pin is the adapter sha256: the same name on vLLM as the FineTuneJob's version, and the agent's check
+    assert plan.stable == Version(pinned_uri, SHA["v1"]) and not plan.issues
+    (pushed,) = resolve_all(
+        spec(adapters=[{"name": "medical", "source": {"fineTuneJob": "v1"}}]),
+        namespace="team-a",
+        jobs=[job("v1", s3=True)],
+    )
+    assert pushed.stable == Version(pinned_uri, SHA["v1"], "v1") and store_claims([pushed]) == []
+    assert pushed.stable.lora_name("medical") == plan.stable.lora_name("medical")
+    loose = {**spec().to_k8s(), "adapters": [{"name": "medical", "source": {"uri": "s3://adapters/runs/v1"}}]}
+    (problem,) = modelserver_problems(loose)
+    assert "spec.adapters[0].source.uri" in str(problem), "an object can be replaced: a version is pinned"
+    for evil in ("s3://adapters/../v1@sha256:" + SHA["v1"], "s3://adapters/a//b@sha256:" + SHA["v1"]):
+        bad = {**spec().to_k8s(), "adapters": [{"name": "medical", "source": {"uri": evil}}]}
+        assert modelserver_problems(bad), evil
+    # the store's endpoint and login reach the agent container alone, as a file and plain variables
+    s3 = {"endpoint": "http://versitygw.storage:7070", "region": "eu-west-1", "credentialsSecret": "s3-login"}
+    pod = msb.deployment(OWNER, spec(adapterAgent={"s3": s3}), SETTINGS, [])["spec"]["template"]["spec"]
+    vllm, agent = pod["containers"]
+    env = {e["name"]: e["value"] for e in agent["env"]}
+    assert env["AWS_SHARED_CREDENTIALS_FILE"] == "/etc/loraplane/s3/credentials"
+    assert env["AWS_ENDPOINT_URL_S3"] == "http://versitygw.storage:7070" and env["AWS_REGION"] == "eu-west-1"
+    assert {"name": "s3-auth", "mountPath": "/etc/loraplane/s3", "readOnly": True} in agent["volumeMounts"]
+    volume = {v["name"]: v for v in pod["volumes"]}["s3-auth"]
+    assert volume["secret"] == {"secretName": "s3-login", "items": [{"key": "credentials", "path": "credentials"}]}
+    assert not [m for m in vllm["volumeMounts"] if m["name"] == "s3-auth"], "the login is the agent's alone"
+    assert not [e for e in vllm["env"] if e["name"].startswith("AWS_")]
+    bad_endpoint = {**spec().to_k8s(), "adapterAgent": {"s3": {"endpoint": "ftp://x"}}}
+    (problem,) = modelserver_problems(bad_endpoint)
+    assert "spec.adapterAgent.s3.endpoint" in str(problem)
 
 
 def test_public_names_belong_to_the_oldest_modelserver() -> None:

@@ -19,7 +19,8 @@ import pytest
 from loraplane.api.artifact import describe_adapter
 from loraplane.api.oci import OciRef
 from loraplane.api.result import TrainingResult
-from loraplane.serving import oci_store
+from loraplane.api.s3 import S3Ref
+from loraplane.serving import oci_store, s3_store
 from loraplane.serving.oci_store import RegistryAccess, push
 from loraplane.serving.router import PublicModel, ServerRoute
 from loraplane.serving.vllm_process import VllmProcess
@@ -29,6 +30,7 @@ from tests.support.agent import agent_service, wait_up
 from tests.support.bench import Service
 from tests.support.kube import poll
 from tests.support.registry import Registry
+from tests.support.s3 import S3Server, s3_server
 from tests.support.serving import BASE_NAME, PAIR_SPEC, MakeAdapter, tamper
 
 pytestmark = pytest.mark.slow
@@ -191,6 +193,68 @@ def test_what_does_not_verify_or_fit_is_refused_before_vllm_sees_it(
     )
     assert resp.status_code == 400 and "appear more than once" in resp.json()["error"]["message"], resp.text
     assert names(residency(agent)) == ["oci-good"]
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with s3_server(tmp_path_factory.mktemp("versitygw")) as server:
+        yield server
+
+
+def test_an_s3_version_is_pulled_pinned_verified_and_loaded(
+    replica: VllmProcess, s3: S3Server, tiny_base: Path, make_adapter: MakeAdapter, tmp_path: Path
+) -> None:
+    def pushed(adapter: Path, prefix: str) -> str:
+        sha = s3_store.push(adapter, S3Ref.parse(f"s3://{s3.bucket}/{prefix}"), s3.access())
+        return f"s3://{s3.bucket}/{prefix}@sha256:{sha}"
+
+    good = make_adapter("s3-good", 41, tmp_path / "good")
+    good_uri = pushed(good, "runs/s3-good")
+    replaced = pushed(make_adapter("s3-new", 42, tmp_path / "new"), "runs/s3-replaced")
+    tampered_uri = pushed(make_adapter("s3-evil", 43, tmp_path / "evil"), "runs/s3-evil")
+    weights = S3Ref.parse(tampered_uri).key("adapter_model.safetensors")
+    s3.client().put_object(Bucket=s3.bucket, Key=weights, Body=b"\0" * 64)  # replaced behind the store's back
+    # the agent as in a pod: the endpoint and the login file from the AWS variables the operator sets
+    env = {
+        "AWS_SHARED_CREDENTIALS_FILE": str(s3.credentials_file(tmp_path / "s3" / "credentials")),
+        "AWS_ENDPOINT_URL_S3": s3.endpoint,
+    }
+    service = agent_service(
+        replica.url,
+        tmp_path / "cache",
+        tmp_path / "agent.log",
+        env=env,
+        base_model=f"file://{tiny_base}",
+        max_lora_rank=PAIR_SPEC.max_lora_rank,
+        reconcile_interval_s=1,
+    )
+    service.start()
+    try:
+        wait_up(service)
+        state = put(
+            service,
+            ("s3-good", good_uri),
+            ("s3-dir", str(good)),
+            ("s3-replaced", replaced.rsplit("@", 1)[0] + "@sha256:" + "0" * 64),  # the pin names another version
+            ("s3-evil", tampered_uri),
+            ("s3-loose", f"s3://{s3.bucket}/runs/s3-good"),  # a location, not a version
+        )
+        errors = state["errors"]
+        assert set(errors) == {"s3-replaced", "s3-evil", "s3-loose"}, errors
+        assert "expected " + "0" * 64 in errors["s3-replaced"]
+        assert "adapter_model.safetensors" in errors["s3-evil"]
+        assert "not by location" in errors["s3-loose"]
+        assert names(state) == ["s3-dir", "s3-good"] and {"s3-good", "s3-dir"} <= listed(replica)
+        entry = next(a for a in state["adapters"] if a["name"] == "s3-good")
+        assert entry["digest"] == "sha256:" + good_uri.rsplit(":", 1)[1] and entry["source"] == good_uri
+        assert Path(entry["path"]).parent == tmp_path / "cache"
+        assert (Path(entry["path"]) / "adapter_model.safetensors").read_bytes() == (
+            good / "adapter_model.safetensors"
+        ).read_bytes()
+        assert answer(replica.url, "s3-good") == answer(replica.url, "s3-dir")
+        assert len(list((tmp_path / "cache").iterdir())) == 1, "nothing refused is left in the cache"
+    finally:
+        service.stop()
 
 
 def test_the_cache_stays_bounded_and_never_evicts_what_is_loaded(

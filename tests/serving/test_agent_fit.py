@@ -11,7 +11,7 @@ import pytest
 from loraplane.api.result import AdapterFiles, BaseModelInfo, TrainingResult
 from loraplane.serving.adapter_manager import AdapterRefused
 from loraplane.serving.agent.app import checked_directory
-from loraplane.serving.agent.fit import before_pull, peft_config, unfit
+from loraplane.serving.agent.fit import before_fetch, before_pull, peft_config, unfit
 from tests.serving.scripted import fake_adapter
 
 BASE = "hf://HuggingFaceTB/SmolLM2-135M-Instruct@main"
@@ -71,6 +71,18 @@ def test_before_pull_reads_the_manifest_only() -> None:
     problem = before_pull(ours, base_model=BASE, cache_limit=999)
     assert problem is not None and "1000 bytes, more than the whole adapter cache (999 bytes)" in problem
     assert before_pull({"layers": layers}, base_model=BASE, cache_limit=1000) is None  # foreign: the files decide
+
+
+def test_before_fetch_reads_result_json_only() -> None:
+    ours = result()
+    assert ours.adapter is not None
+    ours.adapter.size_bytes = 1000
+    assert before_fetch(ours, base_model=BASE, cache_limit=1000) is None
+    other = result(base="hf://Qwen/Qwen2.5-0.5B")
+    problem = before_fetch(other, base_model=BASE, cache_limit=1000)
+    assert problem is not None and "hf://Qwen/Qwen2.5-0.5B (result.json) differs" in problem
+    problem = before_fetch(ours, base_model=BASE, cache_limit=999)
+    assert problem is not None and "1000 bytes, more than the whole adapter cache (999 bytes)" in problem
 
 
 def test_a_directory_that_does_not_match_its_result_json_is_refused_naming_the_file(tmp_path: Path) -> None:

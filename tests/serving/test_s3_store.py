@@ -15,8 +15,9 @@ import pytest
 
 from loraplane.api.artifact import adapter_digest, describe_adapter
 from loraplane.api.result import RESULT_FILE, AdapterFiles, BaseModelInfo, TrainingResult
+from loraplane.api.s3 import S3Ref
 from loraplane.serving.oci_store import ArtifactRefused, StoreError  # one error taxonomy for both stores
-from loraplane.serving.s3_store import S3Access, S3Ref, pull, push
+from loraplane.serving.s3_store import S3Access, pull, push
 from tests.support.s3 import S3Server, s3_server
 from tests.support.serving import tamper
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,13 +31,21 @@ def port_free_on(hosts: Iterable[str]) -> int:
 
 
 def agent_service(
-    vllm_url: str, cache_dir: Path, log_path: Path, *, port: int | None = None, **settings: Any
+    vllm_url: str,
+    cache_dir: Path,
+    log_path: Path,
+    *,
+    port: int | None = None,
+    env: Mapping[str, str] | None = None,
+    **settings: Any,
 ) -> Service:
     """Not started yet; listens on the replica's host (its pod address), on `port` or a free one; `settings`:
-    AgentSettings fields (base_model, max_lora_rank, cache_limit_bytes, ...)."""
+    AgentSettings fields (base_model, max_lora_rank, cache_limit_bytes, ...); `env`: other variables the
+    operator would set in its container (the S3 endpoint and login file)."""
     host = urlsplit(vllm_url).hostname or "127.0.0.1"
     port = port or free_port()
-    env = {
+    variables = {
+        **(env or {}),
         "LORAPLANE_AGENT_HOST": host,
         "LORAPLANE_AGENT_PORT": str(port),
         "LORAPLANE_AGENT_VLLM_URL": vllm_url,
@@ -46,7 +54,7 @@ def agent_service(
         **{f"LORAPLANE_AGENT_{key.upper()}": str(value) for key, value in settings.items()},
     }
     argv = [sys.executable, "-m", "loraplane.serving.agent"]
-    return Service("adapter-agent", argv, env, f"http://{host}:{port}", log_path, REPO)
+    return Service("adapter-agent", argv, variables, f"http://{host}:{port}", log_path, REPO)
 
 
 def wait_up(agent: Service, timeout: float = 60) -> None:

@@ -77,9 +77,10 @@ def _healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> bool:
 
 
 @contextmanager
-def s3_server(state: Path, *, bucket: str = "adapters") -> Iterator[S3Server]:
-    """Start versitygw storing under `state/data` on a free loopback port, create `bucket`; stop it when the
-    block ends. A missing binary fails (the make target to run is in the message), it does not skip."""
+def s3_server(state: Path, *, bucket: str = "adapters", host: str = "127.0.0.1") -> Iterator[S3Server]:
+    """Start versitygw storing under `state/data` on a free port of `host` (loopback, or the real node's bridge
+    for pods), create `bucket`; stop it when the block ends. A missing binary fails (the make target to run is
+    in the message), it does not skip."""
     binary = versitygw_binary()
     if not os.access(binary, os.X_OK):
         raise AssertionError(f"versitygw is not built ({binary} missing): run `make s3-server`")
@@ -90,11 +91,11 @@ def s3_server(state: Path, *, bucket: str = "adapters") -> Iterator[S3Server]:
     access_key, secret_key = f"LP{secrets.token_hex(8).upper()}", secrets.token_urlsafe(30)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VGW_", "ROOT_", "AWS_"))}
     env.update(ROOT_ACCESS_KEY=access_key, ROOT_SECRET_KEY=secret_key)
-    command = [str(binary), "--port", f"127.0.0.1:{port}", "--health", HEALTH_PATH, "--quiet", "posix", str(data)]
+    command = [str(binary), "--port", f"{host}:{port}", "--health", HEALTH_PATH, "--quiet", "posix", str(data)]
     with log.open("wb") as out:
         proc = subprocess.Popen(command, cwd=state, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
     try:
-        endpoint = f"http://127.0.0.1:{port}"
+        endpoint = f"http://{host}:{port}"
         poll("versitygw to answer its health check", lambda: _healthy(endpoint + HEALTH_PATH, proc, log), timeout=30)
         server = S3Server(endpoint, access_key, secret_key, bucket, data)
         server.client().create_bucket(Bucket=bucket)

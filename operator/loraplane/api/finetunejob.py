@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from loraplane.api.common import (
     CLAIM_PATTERN,
@@ -22,6 +22,7 @@ from loraplane.api.common import (
     immutable,
 )
 from loraplane.api.oci import OCI_PUSH_URI_HELP, OCI_PUSH_URI_PATTERN, login_secret_field
+from loraplane.api.s3 import S3_PUSH_URI_HELP, S3_PUSH_URI_PATTERN, S3Ref, S3Spec
 
 DATASET_URI_PATTERN = (
     rf"^(hf|modelscope)://{HUB_REPO_PATTERN}(/{SAFE_PATH_PATTERN})?$"
@@ -233,6 +234,16 @@ class EvaluationSpec(K8sModel):
     ] = False
 
 
+OUTPUT_URI_PATTERN = rf"{OCI_PUSH_URI_PATTERN}|{S3_PUSH_URI_PATTERN}"  # where to push: a registry or a store
+FINETUNEJOB_NAME_MAX = 52  # metadata.name (the root rule below): the training Job and its pods derive names from it
+S3_OUTPUT_PREFIX_MAX = 512 - 1 - FINETUNEJOB_NAME_MAX  # S3Ref's key prefix limit, minus the appended /<name>
+OCI_OUTPUT_MESSAGE = (
+    "spec.output.credentialsSecret and spec.output.plainHttp apply to an OCI output: set spec.output.uri to "
+    "oci://REGISTRY/REPOSITORY[:TAG] (an s3:// output takes its login from spec.output.s3.credentialsSecret)"
+)
+S3_OUTPUT_MESSAGE = "spec.output.s3 applies to an S3 output: set spec.output.uri to s3://BUCKET/PREFIX"
+
+
 class OutputSpec(K8sModel):
     """Where the adapter is stored."""
 
@@ -248,29 +259,59 @@ class OutputSpec(K8sModel):
     uri: Annotated[
         str | None,
         Field(
-            pattern=OCI_PUSH_URI_PATTERN,
+            pattern=OUTPUT_URI_PATTERN,
             max_length=1024,
-            description="Also push the finished adapter (its files and result.json) as an OCI artifact, CNCF "
-            "ModelPack layout, to " + OCI_PUSH_URI_HELP + "; the tag defaults to the FineTuneJob's name. "
-            "The manifest digest goes into status.adapter.",
+            description="Also push the finished adapter (its files and result.json): to a registry as an OCI "
+            "artifact, CNCF ModelPack layout, " + OCI_PUSH_URI_HELP + ", the tag defaulting to the FineTuneJob's "
+            "name (status.adapter.ociUri, pinned by the manifest digest); or to an S3-compatible store, "
+            + S3_PUSH_URI_HELP
+            + ", one object per file under PREFIX/<FineTuneJob name>/ so runs never overwrite each other "
+            "(status.adapter.s3Uri, pinned by the adapter sha256).",
         ),
     ] = None
     credentials_secret: Annotated[str | None, login_secret_field("training pod")] = None
     plain_http: Annotated[
         bool, Field(description="Talk to the registry over plain HTTP (a registry on the cluster's network).")
     ] = False
+    s3: Annotated[
+        S3Spec | None,
+        Field(
+            description="The S3-compatible store of an s3:// output: endpoint, region and the login Secret, "
+            "mounted only into the training pod."
+        ),
+    ] = None
+
+    @field_validator("uri")
+    @classmethod
+    def _s3_uri_is_a_reference(cls, uri: str | None) -> str | None:
+        """What the pattern cannot say of an s3:// uri: S3Ref's rules, and room for the appended /<name>."""
+        if uri is not None and uri.startswith("s3://"):
+            ref = S3Ref.parse(uri)  # ValueError naming what is wrong (an IP-like bucket, '..' in it)
+            if len(ref.prefix.encode()) > S3_OUTPUT_PREFIX_MAX:
+                raise ValueError(
+                    f"key prefix longer than {S3_OUTPUT_PREFIX_MAX} bytes (the run's /<name> is appended to it)"
+                )
+        return uri
 
     @model_validator(mode="after")
-    def _registry_fields_need_uri(self) -> OutputSpec:
-        if self.uri is None and (self.credentials_secret or self.plain_http):
-            raise ValueError("credentialsSecret and plainHttp apply to an OCI output: set spec.output.uri")
+    def _store_fields_match_the_uri(self) -> OutputSpec:
+        oci = self.uri is not None and self.uri.startswith("oci://")
+        s3 = self.uri is not None and self.uri.startswith("s3://")
+        if (self.credentials_secret or self.plain_http) and not oci:
+            raise ValueError(OCI_OUTPUT_MESSAGE)
+        if self.s3 is not None and not s3:
+            raise ValueError(S3_OUTPUT_MESSAGE)
         return self
 
 
-OUTPUT_RULE = cel(
-    "has(self.uri) || (!has(self.credentialsSecret) && !(has(self.plainHttp) && self.plainHttp))",
-    "credentialsSecret and plainHttp apply to an OCI output: set spec.output.uri",
-)
+OUTPUT_RULES = [
+    cel(
+        "(!has(self.credentialsSecret) && !(has(self.plainHttp) && self.plainHttp))"
+        " || (has(self.uri) && self.uri.startsWith('oci://'))",
+        OCI_OUTPUT_MESSAGE,
+    ),
+    cel("!has(self.s3) || (has(self.uri) && self.uri.startsWith('s3://'))", S3_OUTPUT_MESSAGE),
+]
 
 
 class FineTuneJobSpec(K8sModel):
@@ -301,7 +342,7 @@ class FineTuneJobSpec(K8sModel):
         OutputSpec,
         Field(
             description="Adapter storage.",
-            json_schema_extra={"x-kubernetes-validations": [OUTPUT_RULE]},
+            json_schema_extra={"x-kubernetes-validations": OUTPUT_RULES},
         ),
     ] = OutputSpec()
     suspend: Annotated[bool, Field(description="Pause the run (the training Job is suspended, progress kept).")] = False
@@ -340,6 +381,13 @@ class AdapterArtifact(K8sModel):
         str | None, Field(max_length=1100, description="The pushed OCI artifact, pinned by its manifest digest.")
     ] = None
     digest: Annotated[str | None, Field(max_length=71, description="The OCI manifest digest (sha256:...).")] = None
+    s3_uri: Annotated[
+        str | None,
+        Field(
+            max_length=1200,
+            description="The pushed S3 location, pinned by the adapter sha256: s3://BUCKET/PREFIX@sha256:...",
+        ),
+    ] = None
 
 
 class EvaluationResult(K8sModel):
@@ -387,8 +435,8 @@ class FineTuneJob(K8sModel):
         ],
         root_rules=[
             cel(
-                "size(self.metadata.name) <= 52",
-                "metadata.name must be at most 52 characters "
+                f"size(self.metadata.name) <= {FINETUNEJOB_NAME_MAX}",
+                f"metadata.name must be at most {FINETUNEJOB_NAME_MAX} characters "
                 "(the training Job and its pods derive their names from it)",
             )
         ],

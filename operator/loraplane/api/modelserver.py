@@ -22,11 +22,12 @@ from loraplane.api.common import (
     cel,
 )
 from loraplane.api.oci import OCI_PINNED_URI_HELP, OCI_PINNED_URI_PATTERN, login_secret_field
+from loraplane.api.s3 import S3_PINNED_URI_HELP, S3_PINNED_URI_PATTERN, S3Spec
 
 PUBLIC_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$"
 ADAPTER_URI_PATTERN = (
     rf"^(pvc://{CLAIM_PATTERN}/{SAFE_PATH_PATTERN}|file:///{SAFE_PATH_PATTERN}|(hf|modelscope)://{HUB_REPO_PATTERN})$"
-    rf"|{OCI_PINNED_URI_PATTERN}"
+    rf"|{OCI_PINNED_URI_PATTERN}|{S3_PINNED_URI_PATTERN}"
 )
 
 
@@ -53,6 +54,8 @@ class AdapterSource(K8sModel):
             description="An adapter artifact (PEFT directory with result.json): pvc://CLAIM/PATH, "
             "file:///PATH, hf://ORG/NAME[@REVISION], modelscope://ORG/NAME[@REVISION] or "
             + OCI_PINNED_URI_HELP
+            + ", "
+            + S3_PINNED_URI_HELP
             + "; "
             + SAFE_PATH_HELP
             + ".",
@@ -151,7 +154,7 @@ class VllmSpec(K8sModel):
 
 
 class AdapterAgentSpec(K8sModel):
-    """The adapter agent: a sidecar in every vLLM pod that pulls oci:// adapter versions from a registry into a
+    """The adapter agent: a sidecar in every vLLM pod that pulls oci:// and s3:// adapter versions into a
     bounded cache, verifies every version (pulled or on a claim) and loads it into its replica
     (docs/adapter-agent.md)."""
 
@@ -166,6 +169,10 @@ class AdapterAgentSpec(K8sModel):
             "least recently used first, and a load that does not fit next to the loaded ones is refused."
         ),
     ] = "2Gi"
+    s3: Annotated[
+        S3Spec | None,
+        Field(description="The S3-compatible store s3:// versions are pulled from (endpoint, region, login)."),
+    ] = None
 
 
 class ModelServerSpec(K8sModel):
@@ -191,7 +198,7 @@ class ModelServerSpec(K8sModel):
         AdapterAgentSpec,
         Field(
             description="The adapter agent in every vLLM pod (always there: it pulls, verifies and loads the "
-            "adapters): registry login, plain HTTP, cache size."
+            "adapters): registry login, plain HTTP, cache size, S3 store."
         ),
     ] = AdapterAgentSpec()
 

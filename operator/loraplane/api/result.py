@@ -141,6 +141,7 @@ class ResultSummary(Outcome):
     metrics: dict[str, int | float] = Field(default_factory=dict)
     trainable_params: int | None = None
     oci_uri: str | None = Field(None, description="Where the adapter was pushed, pinned by manifest digest.")
+    s3_uri: str | None = Field(None, description="Where the adapter was pushed to S3, pinned by the adapter sha256.")
 
     def encode(self) -> str:
         """The compact JSON, shortened until it fits in MAX_SUMMARY_BYTES (metrics go first, then detail)."""

@@ -13,6 +13,7 @@ from pydantic import Field
 from loraplane.api.common import K8sModel, ModelSource
 from loraplane.api.finetunejob import DatasetSpec, EvaluationSpec, FineTuneJobSpec, LoraSpec, TrainingSpec
 from loraplane.api.oci import OciRef
+from loraplane.api.s3 import S3Ref
 
 HUB_TOKEN_ENV = "LORAPLANE_HUB_TOKEN"  # where a pod finds the hub token (resolved by the kubelet from a Secret)
 
@@ -23,6 +24,20 @@ def oci_output(name: str, uri: str | None) -> str | None:
         return None
     ref = OciRef.parse(uri)
     return str(OciRef(ref.registry, ref.repository, ref.tag or name))
+
+
+def s3_output(name: str, uri: str) -> str:
+    """spec.output.uri of an S3 output in the run's own prefix, s3://BUCKET/PREFIX/<name>, always: an S3 key names
+    no version, so a run pushing where another did would replace the objects that run's pinned s3Uri names."""
+    ref = S3Ref.parse(uri)
+    return str(S3Ref(ref.bucket, f"{ref.prefix}/{name}"))
+
+
+def output_uri(name: str, uri: str | None) -> str | None:
+    """Where the trainer pushes: spec.output.uri with the run's tag (oci://) or prefix (s3://) filled in."""
+    if uri is not None and uri.startswith("s3://"):
+        return s3_output(name, uri)
+    return oci_output(name, uri)
 
 
 class FetchEnv:
@@ -54,7 +69,11 @@ class TrainerSpec(K8sModel):
     evaluation: EvaluationSpec = EvaluationSpec()
     merge: bool = False
     output_uri: Annotated[
-        str | None, Field(description="oci://...: push the finished adapter there (FineTuneJob spec.output.uri).")
+        str | None,
+        Field(
+            description="oci://... or s3://...: push the finished adapter there (FineTuneJob spec.output.uri, "
+            "with the run's tag or prefix filled in); an s3:// store is reached through the AWS_* environment."
+        ),
     ] = None
     output_plain_http: bool = False
     output_dir: Annotated[str, Field(description="Adapter directory: adapter files, result.json, checkpoints/.")]
@@ -78,7 +97,7 @@ class TrainerSpec(K8sModel):
             training=spec.training,
             evaluation=spec.evaluation,
             merge=spec.output.merge,
-            output_uri=oci_output(name, spec.output.uri),
+            output_uri=output_uri(name, spec.output.uri),
             output_plain_http=spec.output.plain_http,
             output_dir=output_dir,
             cache_dir=cache_dir,

@@ -14,6 +14,7 @@ from typing import Any
 
 from loraplane.api.common import PodResources, SecretKeyRef
 from loraplane.api.oci import DOCKER_CONFIG_ENV, REGISTRY_AUTH_DIR
+from loraplane.api.s3 import CREDENTIALS_FILE_ENV, ENDPOINT_ENV, REGION_ENV, S3_AUTH_DIR, S3_CREDENTIALS_KEY, S3Spec
 from loraplane.api.trainer_spec import HUB_TOKEN_ENV, Mounts
 
 CACHE_DIR = "/var/cache/loraplane"
@@ -98,3 +99,27 @@ def registry_auth(secret: str) -> tuple[dict[str, Any], dict[str, Any], dict[str
         {"name": REGISTRY_AUTH_VOLUME, "mountPath": REGISTRY_AUTH_DIR, "readOnly": True},
         {"name": DOCKER_CONFIG_ENV, "value": REGISTRY_AUTH_DIR},
     )
+
+
+S3_AUTH_VOLUME = "s3-auth"
+
+
+def s3_access(s3: S3Spec) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """What the one container that pushes to or pulls from an S3-compatible store needs: (volumes, mounts, env).
+
+    The Secret's `credentials` key becomes S3_AUTH_DIR/credentials, where AWS_SHARED_CREDENTIALS_FILE points;
+    the kubelet mounts it, the operator never reads it. Endpoint and region are plain settings.
+    """
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    env: list[dict[str, Any]] = []
+    if s3.credentials_secret:
+        items = [{"key": S3_CREDENTIALS_KEY, "path": S3_CREDENTIALS_KEY}]
+        volumes.append({"name": S3_AUTH_VOLUME, "secret": {"secretName": s3.credentials_secret, "items": items}})
+        mounts.append({"name": S3_AUTH_VOLUME, "mountPath": S3_AUTH_DIR, "readOnly": True})
+        env.append({"name": CREDENTIALS_FILE_ENV, "value": f"{S3_AUTH_DIR}/{S3_CREDENTIALS_KEY}"})
+    if s3.endpoint:
+        env.append({"name": ENDPOINT_ENV, "value": s3.endpoint.rstrip("/")})
+    if s3.region:
+        env.append({"name": REGION_ENV, "value": s3.region})
+    return volumes, mounts, env

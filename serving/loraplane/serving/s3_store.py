@@ -27,7 +27,6 @@ import configparser
 import hashlib
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -42,6 +41,7 @@ from botocore.exceptions import BotoCoreError, ClientError, FlexibleChecksumErro
 from loraplane.api.artifact import EXCLUDED_DIRS, adapter_digest, verify
 from loraplane.api.oci import MAX_LAYERS, safe_layer_path
 from loraplane.api.result import RESULT_FILE, TrainingResult
+from loraplane.api.s3 import S3Ref
 from loraplane.serving.oci_store import ArtifactRefused, StoreError
 
 logger = logging.getLogger(__name__)
@@ -49,49 +49,8 @@ logger = logging.getLogger(__name__)
 MAX_FILES = MAX_LAYERS  # an adapter is a handful of files: as many as its OCI artifact may have layers
 MAX_RESULT_BYTES = 16 << 20  # result.json with its loss history and samples is kilobytes; more is not ours
 DEFAULT_REGION = "us-east-1"  # what MinIO, versitygw and Ceph RGW answer to unless configured otherwise
-S3_URI_HELP = "s3://BUCKET/PREFIX (DNS-style bucket name; prefix segments of A-Z a-z 0-9 ! - _ . * ' ( ))"
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-_SEGMENT = re.compile(r"[A-Za-z0-9!_.*'()-]+")  # S3's "safe characters" for object keys
 _CHUNK = 1 << 20
 _AUTH_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken"}
-
-
-@dataclass(frozen=True)
-class S3Ref:
-    """One adapter location: a bucket and the key prefix its files live under (no leading or trailing slash)."""
-
-    bucket: str
-    prefix: str
-
-    @classmethod
-    def parse(cls, uri: str) -> S3Ref:
-        """The reference of `s3://BUCKET/PREFIX` (one trailing slash allowed); ValueError naming what is wrong."""
-        if not uri.startswith("s3://"):
-            raise ValueError(f"{uri!r} is not an S3 reference (no s3:// scheme): expected {S3_URI_HELP}")
-        bucket, _, prefix = uri[len("s3://") :].partition("/")
-        if not _BUCKET.fullmatch(bucket) or ".." in bucket or re.fullmatch(r"[0-9.]+", bucket):
-            raise ValueError(
-                f"{uri!r}: bucket {bucket!r} is not a DNS-style bucket name (3-63 lowercase letters, digits, '.' "
-                "and '-', starting and ending with a letter or digit, not an IP address)"
-            )
-        prefix = prefix.removesuffix("/")
-        if not prefix:
-            raise ValueError(f"{uri!r}: no key prefix after the bucket: expected {S3_URI_HELP}")
-        for segment in prefix.split("/"):
-            if segment in ("", ".", ".."):
-                raise ValueError(f"{uri!r}: key prefix {prefix!r} has an empty, '.' or '..' segment")
-            if not _SEGMENT.fullmatch(segment):
-                raise ValueError(f"{uri!r}: key prefix segment {segment!r} has characters outside {S3_URI_HELP}")
-        if len(prefix.encode()) > 512:  # S3 keys are at most 1024 bytes; leave room for the file names
-            raise ValueError(f"{uri!r}: key prefix longer than 512 bytes")
-        return cls(bucket, prefix)
-
-    def key(self, name: str) -> str:
-        """The object key of the adapter file `name` (a relative path)."""
-        return f"{self.prefix}/{name}"
-
-    def __str__(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}"
 
 
 @dataclass(frozen=True)

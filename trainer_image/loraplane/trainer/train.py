@@ -682,11 +682,14 @@ def write_termination(path: Path | None, summary: ResultSummary) -> None:
 
 
 def publish(spec: TrainerSpec) -> str:
-    """Push the adapter directory to spec.output_uri; the pinned reference (manifest digest), for the summary."""
+    """Push the adapter directory to spec.output_uri; the pinned reference for the summary: an oci:// one by
+    manifest digest, an s3:// one by the adapter sha256. PushFailed naming spec.output.uri when it cannot."""
+    assert spec.output_uri is not None
+    if spec.output_uri.startswith("s3://"):
+        return _publish_s3(spec.output_uri, Path(spec.output_dir))
     from loraplane.api.oci import OciRef
     from loraplane.serving.oci_store import RegistryAccess, StoreError, push
 
-    assert spec.output_uri is not None
     ref = OciRef.parse(spec.output_uri)
     try:
         pushed = push(Path(spec.output_dir), ref, RegistryAccess.from_env(plain_http=spec.output_plain_http))
@@ -694,6 +697,26 @@ def publish(spec: TrainerSpec) -> str:
         raise PushFailed(str(exc), field="spec.output.uri") from exc
     logger.info("pushed the adapter to %s (%d bytes)", pushed.ref, pushed.size_bytes)
     return str(pushed.ref)
+
+
+def _publish_s3(uri: str, adapter_dir: Path) -> str:
+    """Push to an S3-compatible store reached through the pod's AWS_* environment; s3://BUCKET/PREFIX@sha256:..."""
+    from loraplane.api.s3 import S3Ref
+    from loraplane.serving.oci_store import StoreError
+    from loraplane.serving.s3_store import S3Access, push
+
+    try:
+        ref = S3Ref.parse(uri)
+        pinned = ref.pinned(push(adapter_dir, ref, S3Access.from_env()))
+    except (StoreError, ValueError) as exc:  # ValueError: the reference, or an unreadable credentials file
+        raise PushFailed(str(exc), field="spec.output.uri") from exc
+    logger.info("pushed the adapter to %s", pinned)
+    return str(pinned)
+
+
+def summary_field(output_uri: str) -> str:
+    """The termination summary's field for where the adapter was pushed: `s3_uri` or `oci_uri`."""
+    return "s3_uri" if output_uri.startswith("s3://") else "oci_uri"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -709,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
         log_adapter(result)
         summary = (result or Outcome(ok=True, code=int(ExitCode.SUCCESS), reason=JobReason.SUCCEEDED)).summary()
         if result is not None and spec.output_uri:
-            summary = summary.model_copy(update={"oci_uri": publish(spec)})
+            summary = summary.model_copy(update={summary_field(spec.output_uri): publish(spec)})
     except Exception as exc:
         summary = failure(exc).summary()
     write_termination(term, summary)

@@ -9,6 +9,7 @@ Layout inside a training pod:
     /mnt/configmap/<name>/<key>   every ConfigMap a configmap:// URI names
     /var/cache/loraplane          model cache (emptyDir: re-downloaded by a retry on another node)
     /etc/loraplane/registry       spec.output.credentialsSecret's login ($DOCKER_CONFIG), when set
+    /etc/loraplane/s3/credentials spec.output.s3.credentialsSecret's login ($AWS_SHARED_CREDENTIALS_FILE), when set
 The output directory is /mnt/pvc/<store>/<namespace>/<name>: a retry finds its checkpoints there and resumes.
 """
 
@@ -136,6 +137,10 @@ def _volumes(owner: Owner, spec: FineTuneJobSpec) -> tuple[list[dict[str, Any]],
         volume, mount, _ = pods.registry_auth(spec.output.credentials_secret)
         volumes.append(volume)
         mounts.append(mount)
+    if spec.output.s3:  # the S3 login, likewise for this pod only
+        s3_volumes, s3_mounts, _ = pods.s3_access(spec.output.s3)
+        volumes += s3_volumes
+        mounts += s3_mounts
     if spec.resources.gpus > 1 or spec.resources.nodes > 1:
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
@@ -159,6 +164,8 @@ def _env(spec: FineTuneJobSpec) -> list[dict[str, Any]]:
     ]
     if spec.output.credentials_secret:
         env.append(pods.registry_auth(spec.output.credentials_secret)[2])
+    if spec.output.s3:  # AWS_SHARED_CREDENTIALS_FILE, AWS_ENDPOINT_URL_S3, AWS_REGION for s3_store
+        env += pods.s3_access(spec.output.s3)[2]
     return env + pods.hub_token_env(spec.base_model.token_secret_ref)
 
 

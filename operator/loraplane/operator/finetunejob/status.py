@@ -272,6 +272,7 @@ def _results(
         base_model_revision=revision,
         oci_uri=summary.oci_uri,
         digest=summary.oci_uri.rsplit("@", 1)[1] if summary.oci_uri and "@" in summary.oci_uri else None,
+        s3_uri=summary.s3_uri,
     )
     ev = summary.evaluation
     evaluation = None

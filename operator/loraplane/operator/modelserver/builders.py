@@ -15,8 +15,8 @@ Layout inside a vLLM pod:
                                     as its limit), written by the agent, read-only for vLLM
 
 Each pod also runs the adapter agent (container `adapter-agent`, the router image): the router puts that
-replica's desired versions to it and the agent loads and unloads them: it pulls oci:// versions with the
-registry login (mounted into it alone) and verifies them, checks a version on a claim (mounted into it
+replica's desired versions to it and the agent loads and unloads them: it pulls oci:// and s3:// versions
+with the registry or S3 login (mounted into it alone) and verifies them, checks a version on a claim (mounted into it
 read-only too) against its result.json, and has vLLM load the local copy over localhost.
 The pod template depends only on the spec and the set of adapter-store claims, never on adapter
 versions: a new version is loaded at runtime (by the agent the router tells), without restarting pods.
@@ -118,6 +118,8 @@ def _volumes(spec: ModelServerSpec, settings: OperatorSettings, claims: list[str
     volumes.append({"name": "agent-tmp", "emptyDir": {}})
     if agent.credentials_secret:
         volumes.append(pods.registry_auth(agent.credentials_secret)[0])
+    if agent.s3:
+        volumes.extend(pods.s3_access(agent.s3)[0])
     return volumes
 
 
@@ -227,6 +229,10 @@ def agent_container(spec: ModelServerSpec, settings: OperatorSettings, claims: l
         _, mount, login_env = pods.registry_auth(agent.credentials_secret)
         mounts.append(mount)
         env.append(login_env)
+    if agent.s3:  # the S3 store's endpoint and login, for this container only
+        _, s3_mounts, s3_env = pods.s3_access(agent.s3)
+        mounts.extend(s3_mounts)
+        env.extend(s3_env)
     probe = {"httpGet": {"path": "/healthz", "port": "agent"}, "periodSeconds": 5, "timeoutSeconds": 3}
     return {
         "name": AGENT_CONTAINER,

@@ -10,8 +10,9 @@ Rules (GitOps: the spec in git says *how* to pick a version; nothing writes any 
 * `uri` names an artifact directly (its sha256 is then unknown to the operator; the adapter agent in each
   vLLM pod checks an oci:// artifact's digests, and any artifact's files against its own result.json,
   before vLLM sees it).
-* A FineTuneJob that pushed its adapter to a registry (`status.adapter.ociUri`, pinned by digest) is served
-  from there: nothing to mount, any namespace, any node. A run that pushed nothing is served from its
+* A FineTuneJob that pushed its adapter to a registry (`status.adapter.ociUri`, pinned by digest) or to an
+  S3-compatible store (`status.adapter.s3Uri`, pinned by the adapter sha256) is served from there: nothing to
+  mount, any namespace, any node. A run that pushed nothing is served from its
   pvc:// copy (pods mount the claim: same namespace only).
 * A source in another namespace is refused unless that namespace is in `spec.allowedNamespaces`.
 * A FineTuneJob's adapter is refused before it reaches the router when the server cannot load it
@@ -37,6 +38,7 @@ from loraplane.api.compat import same_base_model
 from loraplane.api.conditions import SourceReason
 from loraplane.api.finetunejob import LoraSpec
 from loraplane.api.modelserver import AdapterSource, ModelServerSpec, ResolvedAdapter, ServedAdapter
+from loraplane.api.s3 import S3Ref
 from loraplane.operator.pods import pvc_claim
 
 Severity = Literal["Progressing", "Degraded"]
@@ -57,6 +59,7 @@ class JobInfo:
     uri: str = ""
     sha256: str = ""
     oci_uri: str = ""  # where the run pushed its adapter, pinned by manifest digest ("" = not pushed)
+    s3_uri: str = ""  # where the run pushed its adapter to S3, pinned by the adapter sha256 ("" = not pushed)
     base_model: str = ""  # URI[@REVISION] the run trained on ("" = unknown: not checked)
     lora_rank: int = 0  # the run's spec.lora.r (0 = unknown: not checked)
 
@@ -84,6 +87,7 @@ class JobInfo:
             uri=str(adapter.get("uri") or ""),
             sha256=str(adapter.get("sha256") or ""),
             oci_uri=str(adapter.get("ociUri") or ""),
+            s3_uri=str(adapter.get("s3Uri") or ""),
             base_model=_trained_on(spec, adapter),
             lora_rank=int((spec.get("lora") or {}).get("r") or LoraSpec().r),
         )
@@ -199,9 +203,9 @@ def newest_servable(jobs: Iterable[JobInfo], namespace: str, match_labels: Mappi
 
 
 def _unsupported(uri: str) -> str | None:
-    if uri.startswith(("pvc://", "file://", "oci://")):
+    if uri.startswith(("pvc://", "file://", "oci://", "s3://")):
         return None
-    return f"{uri}: the controller serves pvc://, file:// and oci:// adapters; copy hub adapters into a store first"
+    return f"{uri}: the controller serves pvc://, file://, oci:// and s3:// adapters; copy hub adapters into a store"
 
 
 def resolve_source(
@@ -228,7 +232,8 @@ def resolve_source(
         problem = _unsupported(source.uri)
         if problem:
             return SourceResult(None, Issue("Degraded", SourceReason.UNSUPPORTED_URI, f"{where}.uri: {problem}"))
-        return SourceResult(Version(uri=source.uri))
+        pin = S3Ref.parse(source.uri).sha256 if source.uri.startswith("s3://") else None
+        return SourceResult(Version(uri=source.uri, sha256=pin or ""))  # an s3:// pin is the adapter sha256
     if source.fine_tune_job:
         label = _label(ns, source.fine_tune_job, namespace)
         job = next((j for j in jobs if j.namespace == ns and j.name == source.fine_tune_job), None)
@@ -280,7 +285,7 @@ def _pinned(job: JobInfo, label: str, where: str, target: Target | None, namespa
 
 def _servable(job: JobInfo, label: str, field_: str, target: Target | None, namespace: str) -> SourceResult:
     """The version of a run that succeeded and passed, unless the server cannot load it (then the issue)."""
-    uri = job.oci_uri or job.uri
+    uri = job.oci_uri or job.s3_uri or job.uri
     problem = _unsupported(uri)
     if not problem and pvc_claim(uri) and job.namespace != namespace:
         problem = (

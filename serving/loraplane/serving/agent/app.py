@@ -6,7 +6,9 @@ uses for replicas without an agent: every change, and every `reconcile_interval_
 loads what is missing and unloads what is extra. What the agent adds:
 
 - an `oci://…@sha256:…` source is pulled into the replica's bounded cache and verified (manifest digest,
-  every layer digest, result.json) before vLLM sees it; vLLM loads the local copy. A directory source (a
+  every layer digest, result.json) before vLLM sees it; vLLM loads the local copy. An `s3://…@sha256:…`
+  source likewise (result.json first, pinned by the adapter sha256, every object against it; the endpoint
+  and login from the AWS variables the operator sets in this container alone); A directory source (a
   claim the pod mounts into both containers, or local mode's store) is checked against its result.json
   the same way;
 - before vLLM is asked, the adapter must fit the replica (`fit.py`): same base model, rank within
@@ -27,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +42,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from loraplane.api.artifact import verify
 from loraplane.api.oci import OciRef
 from loraplane.api.result import RESULT_FILE, TrainingResult
+from loraplane.api.s3 import S3Ref
+from loraplane.serving import s3_store
 from loraplane.serving.adapter_manager import (
     AdapterManager,
     AdapterRefused,
@@ -49,7 +53,7 @@ from loraplane.serving.adapter_manager import (
 )
 from loraplane.serving.agent.cache import AdapterCache, CacheFull
 from loraplane.serving.agent.drain import VllmDrain
-from loraplane.serving.agent.fit import before_pull, peft_config, unfit
+from loraplane.serving.agent.fit import before_fetch, before_pull, peft_config, unfit
 from loraplane.serving.agent.protocol import CacheEntry, CacheReport, DesiredSet, Residency, Resident
 from loraplane.serving.agent.settings import AgentSettings
 from loraplane.serving.oci_store import ArtifactRefused, RegistryAccess, StoreError, pull
@@ -107,14 +111,9 @@ class AdapterAgent:
     """
 
     def __init__(self, settings: AgentSettings) -> None:
-        access = RegistryAccess.from_env(plain_http=settings.plain_http)
+        self.access = RegistryAccess.from_env(plain_http=settings.plain_http)
         self.settings = settings
-        limit = settings.cache_limit_bytes
-
-        def admit(manifest: dict[str, object]) -> str | None:
-            return before_pull(manifest, base_model=settings.base_model, cache_limit=limit)
-
-        self.cache = AdapterCache(settings.cache_dir, limit, lambda ref, d: pull(ref, d, access, admit=admit))
+        self.cache = AdapterCache(settings.cache_dir, settings.cache_limit_bytes)
         self.loaded: dict[str, Loaded] = {}
         self.metrics = Metrics()
         self.vllm_url = settings.vllm_url.rstrip("/")
@@ -150,7 +149,7 @@ class AdapterAgent:
 
     async def load_adapter(self, replica: str, name: str, source: str) -> bool:
         digest, path = None, source
-        if source.startswith("oci://"):
+        if source.startswith(("oci://", "s3://")):
             digest, path = await self.fetch(name, source)
             self.cache.use(digest, name)
         else:  # a claim mounted into both containers, or local mode's store: vLLM reads it where it is
@@ -181,14 +180,40 @@ class AdapterAgent:
             return f"sha256:{here.name}"
         return None
 
+    def puller(self, source: str) -> tuple[str, Callable[[Path], TrainingResult]]:
+        """The version digest of a pinned oci:// or s3:// source, and how to pull it into a cache directory:
+        verified, and refused before any adapter file is downloaded when it cannot fit (base model, size)."""
+        base, limit = self.settings.base_model, self.settings.cache_limit_bytes
+        if source.startswith("s3://"):
+            s3 = S3Ref.parse(source)
+            if not s3.sha256:
+                raise ValueError(f"{source}: an adapter is loaded by version (s3://…@sha256:…), not by location")
+
+            def admit_result(result: TrainingResult) -> str | None:
+                return before_fetch(result, base_model=base, cache_limit=limit)
+
+            def fetch_s3(dest: Path) -> TrainingResult:
+                access = s3_store.S3Access.from_env()  # read per pull: a rotated login is picked up
+                return s3_store.pull(s3, dest, access, expect_sha256=s3.sha256, admit=admit_result)
+
+            return f"sha256:{s3.sha256}", fetch_s3
+        oci = OciRef.parse(source)
+        if not oci.digest:
+            raise ValueError(f"{source}: an adapter is loaded by digest (oci://…@sha256:…), not by tag")
+
+        def admit_manifest(manifest: dict[str, object]) -> str | None:
+            return before_pull(manifest, base_model=base, cache_limit=limit)
+
+        return oci.digest, lambda dest: pull(oci, dest, self.access, admit=admit_manifest)
+
     async def fetch(self, name: str, source: str) -> tuple[str, str]:
-        """The cache entry of an oci:// source, pulled and verified if new, and fit for this replica:
+        """The cache entry of an oci:// or s3:// source, pulled and verified if new, and fit for this replica:
         (digest, local path). `AdapterRefused` says why not."""
         m = self.metrics
         try:
-            ref = OciRef.parse(source)
+            digest, fetch = self.puller(source)
             started = time.monotonic()
-            entry, pulled = await asyncio.to_thread(self.cache.get, ref)
+            entry, pulled = await asyncio.to_thread(self.cache.get, digest, fetch)
         except (ValueError, ArtifactRefused, CacheFull) as exc:
             m.pulls.labels("refused").inc()
             raise AdapterRefused(f"{source} refused: {exc}") from exc

@@ -1,6 +1,7 @@
 """The replica's adapter cache: pulled, verified artifacts under one directory, bounded in bytes.
 
-One entry per manifest digest (`<root>/<digest hex>/`), so two names of the same artifact share it. An entry
+One entry per version digest (`<root>/<digest hex>/`: an OCI manifest digest, or the adapter sha256 an s3://
+version is pinned by), so two names of the same artifact share it. An entry
 that a loaded adapter uses is pinned; the others are evicted least recently used first when a pull needs
 room. When the entries in use alone fill the cache, the pull is refused with :class:`CacheFull` (the load
 fails, the router reports it, and the adapters already loaded keep serving). Entries found on disk at start
@@ -18,12 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loraplane.api.artifact import verify
-from loraplane.api.oci import OciRef
 from loraplane.api.result import TrainingResult
 
 logger = logging.getLogger("loraplane.agent")
 
-Puller = Callable[[OciRef, Path], TrainingResult]  # oci_store.pull with the registry access bound
+Fetch = Callable[[Path], TrainingResult]  # pull one version into this (new) directory, verified; its result.json
 
 
 class CacheFull(Exception):
@@ -47,10 +47,9 @@ def _size(path: Path) -> int:
 class AdapterCache:
     """Thread-safe; `pull` blocks (call it in a worker thread), one pull per digest at a time."""
 
-    def __init__(self, root: Path, limit_bytes: int, puller: Puller) -> None:
+    def __init__(self, root: Path, limit_bytes: int) -> None:
         self.root = root
         self.limit = limit_bytes
-        self._pull = puller
         self._entries: dict[str, Entry] = {}
         self._lock = threading.Lock()
         self._pulling: dict[str, threading.Lock] = {}
@@ -81,20 +80,18 @@ class AdapterCache:
         with self._lock:
             return sorted(self._entries.values(), key=lambda e: e.last_used)
 
-    def get(self, ref: OciRef) -> tuple[Entry, bool]:
-        """The entry of `ref` (which must be pinned by digest), pulled first when missing; True when pulled now."""
-        if not ref.digest:
-            raise ValueError(f"{ref}: an adapter is loaded by digest (oci://…@sha256:…), not by tag")
+    def get(self, digest: str, fetch: Fetch) -> tuple[Entry, bool]:
+        """The entry of the version `digest` (`sha256:<hex>`), fetched first when missing; True when fetched now."""
         with self._lock:
-            gate = self._pulling.setdefault(ref.digest, threading.Lock())
+            gate = self._pulling.setdefault(digest, threading.Lock())
         with gate:
             with self._lock:
-                entry = self._entries.get(ref.digest)
+                entry = self._entries.get(digest)
                 if entry is not None:
                     entry.last_used = time.monotonic()
                     return entry, False
-            dest = self.root / ref.digest.removeprefix("sha256:")
-            result = self._pull(ref, dest)
+            dest = self.root / digest.removeprefix("sha256:")
+            result = fetch(dest)
             size = _size(dest)
             with self._lock:
                 try:
@@ -102,7 +99,7 @@ class AdapterCache:
                 except CacheFull:
                     shutil.rmtree(dest, ignore_errors=True)
                     raise
-                entry = self._entries[ref.digest] = Entry(ref.digest, dest, size, result)
+                entry = self._entries[digest] = Entry(digest, dest, size, result)
                 return entry, True
 
     def _make_room(self, size: int) -> None:

@@ -7,8 +7,8 @@ runs or a version is resolved, applied again here to whatever the router asks fo
   read from the artifact's own adapter_config.json: DoRA, modules_to_save, bias, target modules).
 
 Each problem names where it comes from (result.json or adapter_config.json) and both sides. Two of them
-are known before a single blob is downloaded, from the manifest (`before_pull`): the base model our push
-annotates, and the artifact's size against the whole cache.
+are known before a single blob is downloaded: from an OCI manifest (`before_pull`: the base model our push
+annotates, the layers' size) or an S3 version's result.json (`before_fetch`), against the whole cache.
 """
 
 from __future__ import annotations
@@ -39,11 +39,24 @@ def before_pull(manifest: dict[str, Any], *, base_model: str | None, cache_limit
 
     An artifact another client pushed may carry no base-model annotation: then only `unfit` can tell.
     """
-    problems = []
     trained = str((manifest.get("annotations") or {}).get(BASE_MODEL_ANNOTATION) or "")
-    if base_model and trained and not same_base_model(trained, base_model):
-        problems.append(f"its base model {trained} (manifest annotation) differs from this replica's {base_model}")
     size = sum(int(layer.get("size") or 0) for layer in manifest.get("layers") or [])
+    return _too_foreign_or_large(trained, "manifest annotation", size, base_model=base_model, cache_limit=cache_limit)
+
+
+def before_fetch(result: TrainingResult, *, base_model: str | None, cache_limit: int) -> str | None:
+    """`before_pull` for a store that gives result.json first (S3): its base model and adapter size."""
+    trained = result.base_model.uri if result.base_model else ""
+    size = result.adapter.size_bytes if result.adapter else 0
+    return _too_foreign_or_large(trained, "result.json", size, base_model=base_model, cache_limit=cache_limit)
+
+
+def _too_foreign_or_large(
+    trained: str, source: str, size: int, *, base_model: str | None, cache_limit: int
+) -> str | None:
+    problems = []
+    if base_model and trained and not same_base_model(trained, base_model):
+        problems.append(f"its base model {trained} ({source}) differs from this replica's {base_model}")
     if size > cache_limit:
         problems.append(f"it is {size} bytes, more than the whole adapter cache ({cache_limit} bytes)")
     return "; ".join(problems) or None

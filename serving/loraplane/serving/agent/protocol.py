@@ -23,7 +23,9 @@ class DesiredVersion(_Wire):
 
     name: str = Field(min_length=1, max_length=253, description="lora_name on vLLM (a concrete version).")
     source: str = Field(
-        min_length=1, description="oci://REGISTRY/REPO@sha256:… (pulled) or a directory vLLM and the agent both see."
+        min_length=1,
+        description="oci://REGISTRY/REPO@sha256:… or s3://BUCKET/PREFIX@sha256:… (pulled), or a directory vLLM "
+        "and the agent both see.",
     )
     sha256: str | None = Field(None, description="Expected result.json adapter.sha256; None: result.json's own.")
 
@@ -44,9 +46,9 @@ class DesiredSet(_Wire):
 
 class Resident(_Wire):
     name: str
-    source: str  # as desired (oci://… or a path)
+    source: str  # as desired (oci://…, s3://… or a path)
     path: str  # what vLLM loaded
-    digest: str | None  # the artifact's manifest digest (oci:// sources)
+    digest: str | None  # the pulled version's digest (oci://: manifest; s3://: adapter sha256)
     loaded_at: float  # unix time
 
 
