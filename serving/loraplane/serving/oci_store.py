@@ -123,6 +123,16 @@ def model_config(result: TrainingResult, layer_digests: list[str]) -> dict[str, 
     }
 
 
+def verified_result(adapter_dir: Path) -> TrainingResult:
+    """The result.json of `adapter_dir`; :class:`ArtifactRefused` unless every file matches it (what a push, to
+    either store, and a load require)."""
+    problems = verify(adapter_dir)
+    result = TrainingResult.read(adapter_dir)
+    if problems or result is None or result.adapter is None:
+        raise ArtifactRefused(f"{adapter_dir} does not match its {RESULT_FILE}: {'; '.join(problems[:5])}")
+    return result
+
+
 def push(adapter_dir: Path, ref: OciRef, access: RegistryAccess) -> Pushed:
     """Upload every file of `adapter_dir` (result.json included, checkpoints not) as one artifact at `ref`."""
     try:
@@ -132,11 +142,8 @@ def push(adapter_dir: Path, ref: OciRef, access: RegistryAccess) -> Pushed:
 
 
 def _push(adapter_dir: Path, ref: OciRef, access: RegistryAccess) -> Pushed:
-    problems = verify(adapter_dir)
-    if problems:
-        raise ArtifactRefused(f"{adapter_dir} does not match its {RESULT_FILE}: {'; '.join(problems[:5])}")
-    result = TrainingResult.read(adapter_dir)
-    assert result is not None and result.adapter is not None  # verify() checked both
+    result = verified_result(adapter_dir)
+    assert result.adapter is not None  # verified_result checked it
     client, container = _registry(ref, access)
     layers = []
     for name in sorted([*result.adapter.files, RESULT_FILE]):  # verify(): exactly the adapter's files

@@ -42,7 +42,7 @@ from loraplane.api.artifact import EXCLUDED_DIRS, adapter_digest, verify
 from loraplane.api.oci import MAX_LAYERS, safe_layer_path
 from loraplane.api.result import RESULT_FILE, TrainingResult
 from loraplane.api.s3 import S3Ref
-from loraplane.serving.oci_store import ArtifactRefused, StoreError
+from loraplane.serving.oci_store import ArtifactRefused, StoreError, verified_result
 
 logger = logging.getLogger(__name__)
 
@@ -149,11 +149,8 @@ def push(adapter_dir: Path, ref: S3Ref, access: S3Access) -> str:
 
 
 def _push(adapter_dir: Path, ref: S3Ref, access: S3Access) -> str:
-    problems = verify(adapter_dir)
-    if problems:
-        raise ArtifactRefused(f"{adapter_dir} does not match its {RESULT_FILE}: {'; '.join(problems[:5])}")
-    result = TrainingResult.read(adapter_dir)
-    assert result is not None and result.adapter is not None  # verify() checked both
+    result = verified_result(adapter_dir)
+    assert result.adapter is not None  # verified_result checked it
     files = result.adapter.files
     if len(files) > MAX_FILES:
         raise ArtifactRefused(f"{adapter_dir} has {len(files)} files; an adapter has at most {MAX_FILES}")
@@ -198,14 +195,20 @@ def pull(
         raise StoreError(f"pull {ref}: {exc}") from exc
 
 
-def _result(client: Any, ref: S3Ref) -> tuple[bytes, TrainingResult]:
-    """result.json's bytes and model; refused when absent, too large or not a result with adapter files."""
+def _get(client: Any, ref: S3Ref, name: str, missing: Exception) -> Any:
+    """The GET response of the adapter file `name`; `missing` raised when there is no such object."""
     try:
-        response = client.get_object(Bucket=ref.bucket, Key=ref.key(RESULT_FILE))
+        return client.get_object(Bucket=ref.bucket, Key=ref.key(name))
     except ClientError as exc:
         if _code(exc) == "NoSuchKey":
-            raise StoreError(f"{ref}: no {RESULT_FILE} (nothing pushed there, or the push has not finished)") from exc
+            raise missing from exc
         raise
+
+
+def _result(client: Any, ref: S3Ref) -> tuple[bytes, TrainingResult]:
+    """result.json's bytes and model; refused when absent, too large or not a result with adapter files."""
+    absent = StoreError(f"{ref}: no {RESULT_FILE} (nothing pushed there, or the push has not finished)")
+    response = _get(client, ref, RESULT_FILE, absent)
     if int(response.get("ContentLength") or 0) > MAX_RESULT_BYTES:
         raise ArtifactRefused(f"{ref}: {RESULT_FILE} is larger than {MAX_RESULT_BYTES} bytes")
     doc = response["Body"].read(MAX_RESULT_BYTES + 1)
@@ -234,12 +237,7 @@ def _names(ref: S3Ref, files: Mapping[str, str]) -> list[str]:
 def _download(client: Any, ref: S3Ref, name: str, target: Path, sha256: str, budget: int | None) -> int:
     """Stream one object into `target`, refusing it when it is not the bytes result.json lists or exceeds
     `budget` (bytes left of result.json's size, None: unknown); the bytes written."""
-    try:
-        response = client.get_object(Bucket=ref.bucket, Key=ref.key(name))
-    except ClientError as exc:
-        if _code(exc) == "NoSuchKey":
-            raise ArtifactRefused(f"{ref}: {name}: missing (listed in {RESULT_FILE})") from exc
-        raise
+    response = _get(client, ref, name, ArtifactRefused(f"{ref}: {name}: missing (listed in {RESULT_FILE})"))
     if budget is not None and int(response.get("ContentLength") or 0) > budget:
         raise ArtifactRefused(f"{ref}: {name} is larger than {RESULT_FILE}'s adapter.size_bytes allows")
     digest, size = hashlib.sha256(), 0

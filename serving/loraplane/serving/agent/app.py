@@ -39,9 +39,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from loraplane.api.artifact import verify
 from loraplane.api.oci import OciRef
-from loraplane.api.result import RESULT_FILE, TrainingResult
+from loraplane.api.result import TrainingResult
 from loraplane.api.s3 import S3Ref
 from loraplane.serving import s3_store
 from loraplane.serving.adapter_manager import (
@@ -56,7 +55,7 @@ from loraplane.serving.agent.drain import VllmDrain
 from loraplane.serving.agent.fit import before_fetch, before_pull, peft_config, unfit
 from loraplane.serving.agent.protocol import CacheEntry, CacheReport, DesiredSet, Residency, Resident
 from loraplane.serving.agent.settings import AgentSettings
-from loraplane.serving.oci_store import ArtifactRefused, RegistryAccess, StoreError, pull
+from loraplane.serving.oci_store import ArtifactRefused, RegistryAccess, StoreError, pull, verified_result
 from loraplane.serving.router.errors import add_handlers, parse_body
 from loraplane.serving.vllm_client import VllmClient, VllmError
 
@@ -68,11 +67,10 @@ def checked_directory(source: str) -> TrainingResult:
     directory = Path(source)
     if not directory.is_dir():
         raise AdapterRefused(f"adapter directory {source} does not exist")
-    problems = verify(directory)
-    result = TrainingResult.read(directory)
-    if problems or result is None:
-        raise AdapterRefused(f"adapter {source} does not match its {RESULT_FILE}: {'; '.join(problems[:5])}")
-    return result
+    try:
+        return verified_result(directory)
+    except ArtifactRefused as exc:
+        raise AdapterRefused(f"adapter {exc}") from exc
 
 
 @dataclass
